@@ -668,11 +668,20 @@ def download(
         root = os.environ.get("REPSIM_DATA") or "data"
     directory = Path(root).expanduser() / name
     bases = [m if m.endswith("/") else m + "/" for m in (mirrors or remote.mirrors)]
-    for stem, digest in remote.sha256.items():
-        dest = directory / f"{stem}.gz"
-        if dest.is_file() and not force and _sha256_uncompressed(dest) == digest:
-            continue
-        fetch([base + f"{stem}.gz" for base in bases], dest, digest, progress=progress)
+    created = not directory.exists()
+    try:
+        for stem, digest in remote.sha256.items():
+            dest = directory / f"{stem}.gz"
+            if dest.is_file() and not force and _sha256_uncompressed(dest) == digest:
+                continue
+            fetch([base + f"{stem}.gz" for base in bases], dest, digest, progress=progress)
+    except OSError as err:
+        if created and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+        offline = f"Offline? Copy the four files ({', '.join(remote.sha256)}, gzipped or not) into {directory}"
+        if remote.debian_package:
+            offline += f", or apt-get install {remote.debian_package}"
+        raise OSError(f"{err}\n{offline}.") from err
     return directory
 
 
