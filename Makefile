@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m repsim.datasets info mnist-5k
+	$(BIN)/python -m training.sweep --preset quick --out ckpt
 
 # pytest exits 5 when it collects no test; any non-zero exit fails the target.
 test: $(STAMP)

@@ -1,0 +1,411 @@
+"""Train one network with one learning rule and write a checkpoint directory.
+
+    python -m training.train --method sg --sg-layers 11 --depth 20 --width 512 \\
+        --activation relu --data mnist-5k --epochs 30 --seed 0 --out ckpt/sg-single
+
+Every flag has a default (``python -m training.train --help``). The run writes
+``<out>/`` (DESIGN.md, Contract 1) after every epoch, atomically; interrupting it (Ctrl-C,
+kill) and rerunning the same command resumes from the last finished epoch and ends with the
+same weights as an uninterrupted run (on CPU). A finished run is not trained again.
+
+Reproducibility: the initial weights come from ``torch.manual_seed(seed)``, the fixed
+feedback matrices from a separate seeded generator, and the order of the examples in epoch
+``e`` from a generator seeded with ``(seed, e)``, so that a resumed run needs no RNG state.
+The last incomplete batch of each epoch is dropped (BatchNorm needs more than one example,
+and equal batches keep the SG targets on one scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from repsim import checkpoints, datasets
+from training._cpu import keep_freed_memory
+from training.model import ACTIVATIONS, MLP
+from training.rules import LOSSES, METHODS, make_rule
+
+FACTORY = "training.model:MLP"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run's result (the device aside).
+
+    ``sg_layers``: ``"middle"`` (block ``depth // 2 + 1``, the paper's 11 of 20), ``"all"``,
+    or 1-based blocks such as ``"11"`` or ``"5,11"``; used by ``sg`` and ``sgprop``.
+    ``loss``: ``"auto"`` is softmax cross-entropy (``ce``), except for ``kickback``, whose
+    signal vanishes under it, where it is per-class sigmoid cross-entropy (``bce``).
+    ``weight_decay``: an L2 penalty on the Linear weights, added to the gradient (not
+    decoupled), so that weight norms track what each layer computes.
+    """
+
+    method: str = "bp"
+    sg_layers: str = "middle"
+    sg_alpha: float = 1.0
+    depth: int = 20
+    width: int = 512
+    activation: str = "relu"
+    batchnorm: bool = True
+    loss: str = "auto"
+    data: str = "mnist-5k"
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    seed: int = 0
+    snapshots: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}"
+            )
+        for name in ("depth", "width", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (BatchNorm needs two examples)")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.loss != "auto" and self.loss not in LOSSES:
+            raise ValueError(
+                f"unknown loss {self.loss!r}: expected auto or one of {', '.join(LOSSES)}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if bad := [e for e in self.snapshots if not 1 <= e <= self.epochs]:
+            raise ValueError(f"snapshots must be epochs from 1 to {self.epochs}, got {bad}")
+        datasets._check_name(self.data)
+        self.sg_positions  # noqa: B018  (validates sg_layers)
+
+    @property
+    def sg_positions(self) -> tuple[int, ...]:
+        """The 1-based blocks followed by a synthetic gradient (empty unless sg/sgprop)."""
+        if self.method not in ("sg", "sgprop"):
+            return ()
+        if self.sg_layers == "middle":
+            return (self.depth // 2 + 1,)
+        if self.sg_layers == "all":
+            return tuple(range(1, self.depth + 1))
+        try:
+            positions = tuple(int(k) for k in self.sg_layers.split(","))
+        except ValueError:
+            raise ValueError(
+                f"sg_layers must be 'middle', 'all' or block numbers like '11' or '5,11', "
+                f"got {self.sg_layers!r}"
+            ) from None
+        if bad := [k for k in positions if not 1 <= k <= self.depth]:
+            raise ValueError(
+                f"SG layer {bad[0]} is out of range: blocks are numbered 1 to {self.depth} "
+                f"(the depth); an SG after block k sits between block k and block k+1"
+            )
+        return positions
+
+    @property
+    def loss_name(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "mse" if self.method == "kickback" else "ce"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when present, else CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
+
+
+def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple[MLP, nn.Module]:
+    """The network (initialised from ``cfg.seed``) and its learning rule."""
+    torch.manual_seed(cfg.seed)
+    model = MLP(cfg.depth, cfg.width, cfg.activation, cfg.batchnorm, n_features, n_classes)
+    rule = make_rule(
+        cfg.method, model, sg_layers=cfg.sg_positions, sg_alpha=cfg.sg_alpha,
+        loss=cfg.loss_name, seed=cfg.seed,
+    )  # fmt: skip
+    return model, rule
+
+
+def make_optimizer(cfg: TrainConfig, model: MLP, rule: nn.Module) -> torch.optim.Optimizer:
+    """Adam; L2 penalty (coupled, i.e. added to the gradient) on the Linear weights only."""
+    decay = [lin.weight for lin in model.linears]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids] + list(rule.parameters())
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    # the fused kernel is 3× faster than foreach on CPU for the paper net
+    return torch.optim.Adam(groups, lr=cfg.lr, fused=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: MLP, X: torch.Tensor, y: torch.Tensor, loss_fn, batch: int = 2048
+) -> tuple[float, float]:
+    """Mean loss and accuracy in eval mode (BatchNorm on its running statistics)."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    for i in range(0, len(X), batch):
+        logits = model(X[i : i + batch])
+        total += float(loss_fn(logits, y[i : i + batch])) * len(logits)
+        correct += int((logits.argmax(1) == y[i : i + batch]).sum())
+    model.train(was_training)
+    return total / len(X), correct / len(X)
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """Adam's state_dict as flat tensors plus its param_groups as JSON."""
+    import json
+
+    tensors = {
+        f"optim/{idx}/{key}": value
+        for idx, per_param in state["state"].items()
+        for key, value in per_param.items()
+    }
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
+    import json
+
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split("/")
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": json.loads(groups)}
+
+
+def _meta(cfg: TrainConfig, model: MLP, out: Path, epoch: int, history: list[dict], device) -> dict:
+    last = history[-1] if history else {}
+    return {
+        "name": out.name,
+        "model": {
+            "factory": FACTORY,
+            "kwargs": {
+                "depth": cfg.depth,
+                "width": cfg.width,
+                "activation": cfg.activation,
+                "batchnorm": cfg.batchnorm,
+                "in_features": model.block1.linear.in_features,
+                "n_classes": model.out.out_features,
+            },
+        },
+        "layers": model.layer_names,
+        "layer_weights": {name: f"{name}.linear.weight" for name in model.layer_names},
+        "method": {
+            "name": cfg.method,
+            "sg_layers": list(cfg.sg_positions),
+            "sg_alpha": cfg.sg_alpha if cfg.method == "sgprop" else None,
+            "loss": cfg.loss_name,
+        },
+        "dataset": cfg.data,
+        "seed": cfg.seed,
+        "config": dataclasses.asdict(cfg),
+        "epoch": epoch,
+        "complete": epoch >= cfg.epochs,
+        "metrics": {k: v for k, v in last.items() if k != "epoch"},
+        "wall_time_s": sum(float(row["time_s"]) for row in history),
+        "device": str(device),
+        "versions": checkpoints.versions(),
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+    callback: Callable[[int, dict], None] | None = None,
+) -> tuple[MLP, list[dict]]:
+    """Train ``cfg``; with ``out``, checkpoint every epoch and resume from ``out``.
+
+    Parameters
+    ----------
+    callback
+        Called as ``callback(epoch, row)`` after each epoch's checkpoint is written.
+
+    Returns
+    -------
+    model, history
+        The trained network (in eval mode) and one dict per epoch.
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
+    X, y = datasets.load(cfg.data, "train")
+    X_test, y_test = datasets.load(cfg.data, "test")
+    n_classes = int(torch.cat([y, y_test]).max()) + 1
+    model, rule = build(cfg, X.shape[1], n_classes)
+    model.to(dev)
+    rule.to(dev)
+    optimizer = make_optimizer(cfg, model, rule)
+    loss_fn = LOSSES[cfg.loss_name]
+    history: list[dict] = []
+    start = 1
+
+    out = Path(out) if out is not None else None
+    if out is not None and (out / checkpoints.META).exists():
+        meta = checkpoints.read_meta(out)
+        if meta.get("config") != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
+            raise ValueError(
+                f"{out} holds a run with another configuration ({meta.get('config')}); "
+                "choose another --out, or delete it to start over"
+            )
+        model_state, _ = checkpoints.read_tensors(out / checkpoints.MODEL)
+        model.load_state_dict(model_state)
+        extras, extras_meta = checkpoints.read_tensors(out / checkpoints.EXTRAS)
+        rule.load_state_dict({k[5:]: v for k, v in extras.items() if k.startswith("rule/")})
+        optim = {k: v for k, v in extras.items() if k.startswith("optim/")}
+        optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
+        history = [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
+                   for row in checkpoints.read_history(out)]  # fmt: skip
+        start = meta["epoch"] + 1
+        if start <= cfg.epochs and progress:
+            print(f"{out}: resuming after epoch {meta['epoch']} of {cfg.epochs}", file=sys.stderr)
+
+    X, y, X_test, y_test = X.to(dev), y.to(dev), X_test.to(dev), y_test.to(dev)
+    steps = len(X) // cfg.batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(X)} training examples")
+    model.train()
+    for epoch in range(start, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = torch.randperm(
+            len(X), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        )
+        bar = tqdm(range(steps), desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", disable=not progress,
+                   leave=False, unit="step")  # fmt: skip
+        sums = torch.zeros(3, device=dev)
+        for i in bar:
+            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size].to(dev)
+            optimizer.zero_grad(set_to_none=True)
+            result = rule.step(model, X[idx], y[idx], loss_fn)
+            optimizer.step()
+            aux = result.aux.get("sg_loss", torch.zeros((), device=dev))
+            sums += torch.stack(
+                [result.loss, (result.logits.argmax(1) == y[idx]).float().mean(), aux]
+            )
+            if progress and (i % 10 == 9 or i == steps - 1):
+                loss, acc, _ = (sums / (i + 1)).tolist()
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+        batch_loss, batch_acc, sg_loss = (sums / steps).tolist()
+        train_loss, train_acc = evaluate(model, X, y, loss_fn)
+        test_loss, test_acc = evaluate(model, X_test, y_test, loss_fn)
+        if not math.isfinite(batch_loss):
+            raise FloatingPointError(
+                f"{cfg.method}: the loss became {batch_loss} in epoch {epoch}; lower --lr"
+            )
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+               "test_loss": test_loss, "test_accuracy": test_acc, "batch_loss": batch_loss,
+               "batch_accuracy": batch_acc, "sg_loss": sg_loss,
+               "time_s": time.perf_counter() - t0}  # fmt: skip
+        history.append(row)
+        if progress:
+            tqdm.write(f"{cfg.method} epoch {epoch:3d}  train {train_loss:.4f} / {train_acc:.4f}  "
+                       f"test {test_loss:.4f} / {test_acc:.4f}  {row['time_s']:.1f}s", file=sys.stderr)  # fmt: skip
+        if out is not None:
+            optim_tensors, groups = _flatten_optimizer(optimizer.state_dict())
+            extras = {f"rule/{k}": v for k, v in rule.state_dict().items()} | optim_tensors
+            checkpoints.save(
+                out, _meta(cfg, model, out, epoch, history, dev), model.state_dict(),
+                extras=extras, extras_metadata={"optim_param_groups": groups}, history=history,
+                snapshots={epoch: model.state_dict()} if epoch in cfg.snapshots else None,
+            )  # fmt: skip
+        if callback is not None:
+            callback(epoch, row)
+    model.eval()
+    return model, history
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def _field_type(field: dataclasses.Field) -> Callable[[str], Any]:
+    """An argparse ``type`` for a TrainConfig field (annotations are strings here)."""
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if kind.startswith("tuple"):
+        return lambda text: tuple(int(v) for v in text.split(",") if v)
+    return {"int": int, "float": float, "str": str, "bool": bool}[kind]
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    defaults: TrainConfig | None = None,
+    exclude: Sequence[str] = (),
+) -> None:
+    """One typed ``--flag`` per TrainConfig field. With ``defaults=None`` a flag not given
+    is absent from the parsed namespace (for overrides of a preset)."""
+    choices = {"method": METHODS, "activation": tuple(ACTIVATIONS), "loss": ("auto", *LOSSES)}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in exclude:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        if defaults is None:
+            default, shown = argparse.SUPPRESS, "the preset's"
+        else:
+            default = getattr(defaults, field.name)
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        convert = _field_type(field)
+        if convert is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=convert, default=default, choices=choices.get(field.name),
+                                help=f"default: {shown}")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train the MLP with one learning rule; write a checkpoint directory.",
+    )
+    add_config_arguments(parser, TrainConfig())
+    parser.add_argument("--out", type=Path, help="checkpoint directory (default: ckpt/<method>)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        out = args.out or Path("ckpt") / cfg.method
+        _, history = train(cfg, out, device=args.device, progress=not args.quiet)
+    except (ValueError, datasets.DatasetNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to resume from {out}", file=sys.stderr)
+        return 130
+    last = history[-1]
+    print(f"{out}: {cfg.method} epoch {last['epoch']}  train accuracy {last['train_accuracy']:.4f}  "
+          f"test accuracy {last['test_accuracy']:.4f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
