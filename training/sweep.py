@@ -19,9 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from repsim import datasets
 from repsim.checkpoints import read_history
-from training.train import TrainConfig, add_config_arguments, train
+from training.train import TrainConfig, add_config_arguments, run
 
 PRESETS: dict[str, TrainConfig] = {
     # The paper's net: 20 blocks of 512 ReLU units with batch norm, on the embedded data.
@@ -48,10 +47,10 @@ def configs(
     if not runs or not seeds:
         raise ValueError("give at least one run (--methods) and one seed (--seeds)")
     out = {}
-    for run in runs:
+    for label in runs:
         for seed in seeds:
-            name = run if len(seeds) == 1 else f"{run}/seed-{seed}"
-            out[name] = dataclasses.replace(PRESETS[preset], **overrides, **RUNS[run], seed=seed)
+            name = label if len(seeds) == 1 else f"{label}/seed-{seed}"
+            out[name] = dataclasses.replace(PRESETS[preset], **overrides, **RUNS[label], seed=seed)
     return out
 
 
@@ -86,14 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rows = []
     for name, cfg in plan.items():
-        try:
-            _, history = train(cfg, args.out / name, device=args.device, progress=not args.quiet)
-        except (ValueError, datasets.DatasetNotFoundError) as err:
-            print(f"error: {name}: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(f"\ninterrupted in {name}; rerun the same command to resume", file=sys.stderr)
-            return 130
+        history = run(cfg, args.out / name, device=args.device, progress=not args.quiet)
+        if isinstance(history, int):
+            return history
         last = history[-1]
         rows.append((name, last))
         print(f"{args.out / name}: train {last['train_accuracy']:.4f}  test {last['test_accuracy']:.4f}",

@@ -381,6 +381,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
+def run(cfg: TrainConfig, out: Path, *, device: str, progress: bool) -> list[dict] | int:
+    """:func:`train` for a command line: the history, or an exit code after a message."""
+    try:
+        return train(cfg, out, device=device, progress=progress)[1]
+    except (ValueError, FloatingPointError, datasets.DatasetNotFoundError) as err:
+        print(f"error: {out}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; rerun the same command to resume {out}", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
@@ -393,14 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        out = args.out or Path("ckpt") / cfg.method
-        _, history = train(cfg, out, device=args.device, progress=not args.quiet)
-    except (ValueError, datasets.DatasetNotFoundError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; rerun the same command to resume from {out}", file=sys.stderr)
-        return 130
+    out = args.out or Path("ckpt") / cfg.method
+    history = run(cfg, out, device=args.device, progress=not args.quiet)
+    if isinstance(history, int):
+        return history
     last = history[-1]
     print(f"{out}: {cfg.method} epoch {last['epoch']}  train accuracy {last['train_accuracy']:.4f}  "
           f"test accuracy {last['test_accuracy']:.4f}")  # fmt: skip
