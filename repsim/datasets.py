@@ -64,7 +64,9 @@ __all__ = [
     "load",
     "main",
     "paper_stimuli",
+    "parse_stimuli",
     "read_idx",
+    "select",
 ]
 
 Split = Literal["train", "test"]
@@ -547,6 +549,55 @@ def paper_stimuli(
     X, y = load(name, split)
     n_classes = len(torch.unique(y))
     idx = torch.from_numpy(balanced_indices(y.numpy(), per_class * n_classes, seed=seed))
+    return Stimuli(X[idx], y[idx], idx)
+
+
+def parse_stimuli(spec: str) -> tuple[str, Split, int | None]:
+    """Split a stimulus selection ``<dataset>:<split>:<n|all>`` into its parts.
+
+    The dataset may itself contain colons (``idx:/data/kmnist:test:400``). ``n`` is
+    None for ``all``.
+
+    Examples
+    --------
+    >>> parse_stimuli("mnist-5k:test:400")
+    ('mnist-5k', 'test', 400)
+    """
+    parts = spec.rsplit(":", 2) if isinstance(spec, str) else []
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(
+            f"stimulus selection {spec!r} is not <dataset>:<split>:<n|all>, "
+            "e.g. mnist-5k:test:400 (the paper's set) or mnist:train:all"
+        )
+    name, split, count = parts
+    _check_name(name)
+    _check_split(split)
+    if count == "all":
+        return name, split, None  # type: ignore[return-value]
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(
+            f"stimulus selection {spec!r}: the count must be a positive integer or 'all', got {count!r}"
+        )
+    return name, split, int(count)  # type: ignore[return-value]
+
+
+def select(spec: str, *, seed: int = 0) -> Stimuli:
+    """The stimuli named by ``<dataset>:<split>:<n|all>``.
+
+    ``n`` stimuli are chosen balanced over classes and sorted by label exactly as
+    :func:`paper_stimuli` chooses them, so ``mnist-5k:test:400`` is the paper's set;
+    ``all`` is the whole split in its order.
+
+    Examples
+    --------
+    >>> select("mnist-5k:test:400").indices.equal(paper_stimuli().indices)
+    True
+    """
+    name, split, n = parse_stimuli(spec)
+    X, y = load(name, split)
+    if n is None:
+        return Stimuli(X, y, torch.arange(len(y)))
+    idx = torch.from_numpy(balanced_indices(y.numpy(), n, seed=seed))
     return Stimuli(X[idx], y[idx], idx)
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from repsim import checkpoints, datasets
+from repsim.devices import resolve_device
 from training._cpu import keep_freed_memory
 from training.model import ACTIVATIONS, MLP
 from training.rules import LOSSES, METHODS, make_rule
@@ -122,16 +123,6 @@ class TrainConfig:
         if self.loss != "auto":
             return self.loss
         return "mse" if self.method == "kickback" else "ce"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when present, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
 
 
 def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple[MLP, nn.Module]:

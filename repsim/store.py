@@ -1,0 +1,229 @@
+"""Zarr stores of activations and results (DESIGN.md, Contracts 2 and 3): all repsim I/O.
+
+An activations store holds one group per run (nested where the run's name has slashes,
+``bp/seed-1``) and, in it, one group per layer::
+
+    activations.zarr/
+      <run>/                  attrs: run, layers (ordered), provenance
+        <layer>/              attrs: layer
+          activations         float32 (stimulus, unit), chunked by stimulus
+          label, index        int64 (stimulus): class label, position in the dataset
+
+Opened with :func:`open_activations` it is an :class:`xarray.DataTree` backed by dask, so
+nothing is read until it is used. A run is written beside the store and renamed into it
+when complete (:class:`RunWriter`): a store never holds a half-written run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["STIMULUS", "UNIT", "RunWriter", "open_activations", "read_run_attrs", "runs"]
+
+STIMULUS, UNIT = "stimulus", "unit"
+#: Bump when the layout changes so that stores written before are recomputed, not misread.
+STORE_FORMAT = 1
+_CHUNK_BYTES = 4 << 20  # target size of one chunk: big enough to stream, small enough to buffer
+
+
+def _check_node_name(name: str, what: str) -> None:
+    if not name or "/" in name or name.startswith("__") or name in ("label", "index"):
+        raise ValueError(
+            f"{what} {name!r} cannot name a zarr group (empty, contains '/', starts with '__', "
+            "or is 'label'/'index')"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(store: Path) -> None:
+    """Remove temporaries left by writers that died (their process no longer exists)."""
+    for tmp in store.parent.glob(f".{store.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[-2])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in store.parent.glob(f".{store.name}.old-*"):
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _ensure_groups(store: Path, run: str) -> None:
+    """The store's root group and the groups above ``run`` (``bp`` for ``bp/seed-1``)."""
+    import zarr
+
+    zarr.open_group(str(store), mode="a", zarr_format=3)
+    parts = run.split("/")
+    for i in range(1, len(parts)):
+        zarr.open_group(str(store / "/".join(parts[:i])), mode="a", zarr_format=3)
+
+
+def read_run_attrs(store: str | os.PathLike, run: str) -> dict[str, Any] | None:
+    """The attributes (provenance) of one run in a store, or None when it has none."""
+    import json
+
+    meta = Path(store) / run / "zarr.json"
+    try:
+        return json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+
+
+class RunWriter:
+    """Stream one run's activations into a store; it appears there only on :meth:`commit`.
+
+    Layers are added as their widths become known; rows arrive in order and are buffered
+    to whole chunks, so memory is one chunk per layer however many stimuli there are.
+
+    Parameters
+    ----------
+    store
+        Path of the ``.zarr`` store (created if missing).
+    run
+        The run's name, e.g. ``"bp"`` or ``"bp/seed-1"``.
+    labels, indices
+        int64 ``[n]``: each stimulus's class and position in its dataset.
+    attrs
+        JSON-serialisable provenance stored on the run's group.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        run: str,
+        labels: np.ndarray,
+        indices: np.ndarray,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        import zarr
+
+        for part in run.split("/"):
+            _check_node_name(part, "run name part")
+        self.store, self.run = Path(store), run
+        self.n = len(labels)
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(self.store)
+        self.tmp = Path(
+            tempfile.mkdtemp(dir=self.store.parent, prefix=f".{self.store.name}.tmp-{os.getpid()}-")
+        )
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self._indices = np.asarray(indices, dtype=np.int64)
+        self._group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
+        self._group.attrs.update({**attrs, "run": run, "store_format": STORE_FORMAT})
+        self._arrays: dict[str, Any] = {}
+        self._buffers: dict[str, tuple[np.ndarray, int]] = {}  # layer -> (buffer, first row)
+        self.layers: list[str] = []
+
+    def add_layer(self, layer: str, units: int) -> None:
+        """Create the ``(stimulus, unit)`` array of a layer of ``units`` units."""
+        _check_node_name(layer, "layer name")
+        g = self._group.create_group(layer, attributes={"layer": layer})
+        rows = int(min(self.n, max(1, _CHUNK_BYTES // (4 * max(units, 1)))))
+        self._arrays[layer] = g.create_array(
+            "activations",
+            shape=(self.n, units),
+            chunks=(rows, units),
+            dtype="float32",
+            dimension_names=(STIMULUS, UNIT),
+            attributes={"coordinates": "label index"},
+        )
+        for name, values in (("label", self._labels), ("index", self._indices)):
+            a = g.create_array(name, shape=(self.n,), dtype="int64", dimension_names=(STIMULUS,))
+            a[:] = values
+        self._buffers[layer] = (np.empty((rows, units), np.float32), 0)
+        self.layers.append(layer)
+
+    def write(self, layer: str, start: int, block: np.ndarray) -> None:
+        """Rows ``start : start + len(block)`` of a layer; rows must arrive in order."""
+        buf, first = self._buffers[layer]
+        rows = len(buf)
+        pos = 0
+        while pos < len(block):
+            offset = start + pos - first
+            take = min(rows - offset, len(block) - pos)
+            buf[offset : offset + take] = block[pos : pos + take]
+            pos += take
+            if offset + take == rows or first + offset + take == self.n:
+                self._arrays[layer][first : first + offset + take] = buf[: offset + take]
+                first += offset + take
+                self._buffers[layer] = (buf, first)
+
+    def commit(self) -> Path:
+        """Check every row was written, then move the run into the store atomically."""
+        unfinished = [layer for layer, (_, first) in self._buffers.items() if first != self.n]
+        if unfinished:
+            raise RuntimeError(f"internal: rows missing in {unfinished} of run {self.run!r}")
+        self._group.attrs["layers"] = list(self.layers)
+        _ensure_groups(self.store, self.run)
+        dest = self.store / self.run
+        if dest.exists():
+            old = self.store.parent / f".{self.store.name}.old-{self.tmp.name.rsplit('-', 1)[-1]}"
+            os.replace(dest, old)
+            os.replace(self.tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, dest)
+        return dest
+
+    def abort(self) -> None:
+        """Remove what was written; the store is as before."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def runs(tree) -> list[str]:
+    """Names of the runs in an opened store (nodes that carry a ``run`` attribute)."""
+    return [
+        node.attrs["run"] for node in tree.subtree if "run" in node.attrs and "layers" in node.attrs
+    ]
+
+
+def open_activations(path: str | os.PathLike):
+    """Open an activations store lazily as an :class:`xarray.DataTree`.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``tree[run][layer]["activations"]`` is a dask-backed DataArray with dims
+        ``(stimulus, unit)`` and coordinates ``label`` and ``index`` on ``stimulus``; the
+        run node's attrs hold its provenance and the ordered ``layers``; the root's attrs
+        list the ``runs``.
+
+    Examples
+    --------
+    >>> tree = open_activations("ckpt/activations.zarr")  # doctest: +SKIP
+    >>> tree["bp"]["block3"]["activations"].sizes  # doctest: +SKIP
+    Frozen({'stimulus': 400, 'unit': 128})
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a zarr store; write one with python -m repsim.extract <checkpoints>"
+        )
+    tree = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=False, zarr_format=3)
+    tree.attrs["runs"] = runs(tree)
+    return tree
