@@ -194,10 +194,10 @@ class RunWriter:
 
 
 def runs(tree) -> list[str]:
-    """Names of the runs in an opened store (nodes that carry a ``run`` attribute)."""
-    return [
+    """Names of the runs in an opened store (nodes that carry a ``run`` attribute), sorted."""
+    return sorted(
         node.attrs["run"] for node in tree.subtree if "run" in node.attrs and "layers" in node.attrs
-    ]
+    )
 
 
 def open_activations(path: str | os.PathLike):
