@@ -512,7 +512,7 @@ def load(
             dataset=meta.get("dataset"),
             metrics=dict(meta.get("metrics") or {}),
             factory=factory,
-            weights_sha256=weights_sha256(state),
+            weights_sha256=weights_sha256(net),
             meta=meta,
         )
         return net.eval(), info
@@ -529,7 +529,7 @@ def load(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             net = torch.jit.load(str(path), map_location="cpu")
-        factory, state = "torchscript", net.state_dict()
+        factory = "torchscript"
     else:
         if path.suffix == ".safetensors":
             state, _ = read_tensors(path)
@@ -558,7 +558,7 @@ def load(
         dataset=None,
         metrics={},
         factory=factory,
-        weights_sha256=weights_sha256(state),
+        weights_sha256=weights_sha256(net),
         meta={},
     )
     return net.eval(), info
@@ -597,4 +597,4 @@ def discover(root: str | os.PathLike) -> list[tuple[str, Path]]:
             if (here / d / META).is_file():
                 found.append(((here / d).relative_to(root).as_posix(), here / d))
                 dirnames.remove(d)  # a checkpoint does not contain other checkpoints
-    return found
+    return sorted(found)

@@ -31,7 +31,9 @@ import os
 import re
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -428,18 +430,28 @@ def extract_to_zarr(
 
         bar = tqdm(total=n, desc=run, unit="stim", leave=False, dynamic_ncols=True)
     try:
-        with RunWriter(store, run, labels, indices, attrs) as writer:
+        with RunWriter(store, run, labels, indices, attrs) as writer, ThreadPoolExecutor(1) as pool:
+            # compression and disk writes of one batch overlap the forward of the next
+            pending: deque[Future] = deque()
             for start, got in _stream(model, inputs, n, layers, batch_size, device, bar):
                 if start == 0:
                     for key, block in got:
                         writer.add_layer(key, block.shape[1])
-                for key, block in got:
-                    writer.write(key, start, block)
+                pending.append(pool.submit(_write_all, writer, start, got))
+                while len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
             writer.commit()
     finally:
         if bar is not None:
             bar.close()
     return ExtractResult(open_activations(store)[run], False)
+
+
+def _write_all(writer: RunWriter, start: int, got: list[tuple[str, np.ndarray]]) -> None:
+    for key, block in got:
+        writer.write(key, start, block)
 
 
 def _versions() -> dict[str, str]:
