@@ -55,7 +55,7 @@ def tap(
             "weights as a state_dict with model='package.module:callable'"
         )
     outputs = [value for _, value in calls]
-    while graph.outputsSize():
+    while len(list(graph.outputs())):
         graph.eraseOutput(0)
     tup = graph.create("prim::TupleConstruct", outputs)
     graph.appendNode(tup)

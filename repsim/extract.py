@@ -75,13 +75,16 @@ def _parse_layers(model: torch.nn.Module, layers: Sequence[str]) -> list[_Layer]
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
     valid = layer_names(model)
+    known = set(valid)
+    if isinstance(model, torch.jit.ScriptModule):  # let _torchscript.tap explain what it can record
+        known |= {name for name, _ in model.named_modules() if name}
     parsed, problems = [], []
     for spec in layers:
         m = _LAYER.match(spec) if isinstance(spec, str) else None
         if m is None:
             problems.append(f"{spec!r} is not 'module', 'module[i]' or 'module:call'")
             continue
-        if m["module"] not in valid:
+        if m["module"] not in known:
             close = difflib.get_close_matches(m["module"], valid, n=4, cutoff=0.5)
             problems.append(
                 f"unknown layer {m['module']!r}"
@@ -183,7 +186,8 @@ class _Recorder:
                     (f"{spec.spec}:{i}", _select(spec, o, len(x))) for i, o in enumerate(outs, 1)
                 ]
         self.outputs = {}
-        return got
+        unique = dict(got)  # "shared" and "shared:2" both record shared's second call once
+        return list(unique.items()) if len(unique) < len(got) else got
 
     def close(self) -> None:
         for handle in self.handles:

@@ -64,13 +64,13 @@ def test_read_errors(tmp_path):
     ):
         checkpoints.read_meta(tmp_path)
     (tmp_path / "checkpoint.json").write_text("{broken")
-    with pytest.raises(ValueError, match="is not valid JSON"):
+    with pytest.raises(ValueError, match=r"is not valid JSON"):
         checkpoints.read_meta(tmp_path)
     (tmp_path / "checkpoint.json").write_text(json.dumps([1, 2]))
-    with pytest.raises(ValueError, match="expected a JSON object with a 'format_version' key"):
+    with pytest.raises(ValueError, match=r"expected a JSON object with a 'format_version' key"):
         checkpoints.read_meta(tmp_path)
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
-    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+    with pytest.raises(ValueError, match=r"is not a readable safetensors file"):
         checkpoints.read_tensors(tmp_path / "bad.safetensors")
     assert checkpoints.read_history(tmp_path) == []
 
@@ -135,7 +135,7 @@ def test_a_json_factory_outside_the_allow_list_is_refused(tmp_path):
         },
         Net().state_dict(),
     )
-    with pytest.raises(PermissionError, match="outside the trusted packages.*--trust"):
+    with pytest.raises(PermissionError, match=r"outside the trusted packages.*--trust"):
         checkpoints.load(tmp_path / "run")
     model, _ = checkpoints.load(tmp_path / "run", trust=True)
     assert isinstance(model, Net)
@@ -160,16 +160,16 @@ def test_resolve_factory_errors(spec, error, match):
 
 
 def test_an_unimportable_factory_says_how_to_fix_it():
-    with pytest.raises(ValueError, match="cannot import 'no_such_pkg'.*PYTHONPATH"):
+    with pytest.raises(ValueError, match=r"cannot import 'no_such_pkg'.*PYTHONPATH"):
         checkpoints.resolve_factory("no_such_pkg:build", trust=True)
 
 
 def test_factory_results_and_kwargs_are_checked(tmp_path):
     torch.save(_net().state_dict(), tmp_path / "w.pt")
-    with pytest.raises(ValueError, match="rejected kwargs"):
+    with pytest.raises(ValueError, match=r"rejected kwargs"):
         checkpoints.load(tmp_path / "w.pt", model="tests.repsim.test_checkpoints:Net",
                          model_kwargs={"depth": 3}, layers=["fc1"])  # fmt: skip
-    with pytest.raises(ValueError, match="returned a int, not a torch.nn.Module"):
+    with pytest.raises(ValueError, match=r"returned a int, not a torch.nn.Module"):
         checkpoints.load(
             tmp_path / "w.pt", model="tests.repsim.test_checkpoints:seven", layers=["fc1"]
         )
@@ -216,7 +216,7 @@ def test_a_pickled_model_is_refused_with_the_fix(tmp_path):
 
 def test_a_pickle_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save({"epoch": 3, "weights": [torch.ones(2)]}, tmp_path / "odd.pt")
-    with pytest.raises(ValueError, match="not a state_dict.*'epoch'"):
+    with pytest.raises(ValueError, match=r"not a state_dict.*'epoch'"):
         checkpoints.load(
             tmp_path / "odd.pt", model="tests.repsim.test_checkpoints:Net", layers=["fc1"]
         )
@@ -233,7 +233,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
         match=r"missing from the file: fc2.bias \(3,\).*not in the model: extra.weight \(2, 2\).*--no-strict",
     ):
         checkpoints.load(tmp_path / "w.pt", **kw)
-    with pytest.warns(UserWarning, match="1 model keys left at their initial values"):
+    with pytest.warns(UserWarning, match=r"1 model keys left at their initial values"):
         model, _ = checkpoints.load(tmp_path / "w.pt", strict=False, **kw)
     torch.testing.assert_close(model.fc1.weight, state["fc1.weight"])
 
@@ -250,7 +250,7 @@ def test_shape_mismatches_are_listed_even_when_not_strict(tmp_path):
 
 def test_a_corrupt_safetensors_file_is_an_error(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(ValueError, match="not a readable safetensors file"):
+    with pytest.raises(ValueError, match=r"not a readable safetensors file"):
         checkpoints.load(
             tmp_path / "w.safetensors", model="tests.repsim.test_checkpoints:Net", layers=["fc1"]
         )
@@ -258,16 +258,16 @@ def test_a_corrupt_safetensors_file_is_an_error(tmp_path):
 
 def test_external_weights_need_an_architecture_and_layers(tmp_path):
     torch.save(_net().state_dict(), tmp_path / "w.pt")
-    with pytest.raises(ValueError, match="not the architecture.*--model"):
+    with pytest.raises(ValueError, match=r"not the architecture.*--model"):
         checkpoints.load(tmp_path / "w.pt", layers=["fc1"])
     with pytest.raises(
-        ValueError, match="say which modules.*leaf modules of this model: fc1, act, fc2"
+        ValueError, match=r"say which modules.*leaf modules of this model: fc1, act, fc2"
     ):
         checkpoints.load(tmp_path / "w.pt", model="tests.repsim.test_checkpoints:Net")
     (tmp_path / "w.onnx").write_bytes(b"x")
-    with pytest.raises(ValueError, match="unknown weights format '.onnx'"):
+    with pytest.raises(ValueError, match=r"unknown weights format '.onnx'"):
         checkpoints.load(tmp_path / "w.onnx", model="tests.repsim.test_checkpoints:Net")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"does not exist"):
         checkpoints.load(tmp_path / "nope.pt")
 
 
@@ -283,7 +283,7 @@ def test_a_torchscript_archive_carries_its_architecture(tmp_path):
     torch.testing.assert_close(model(x), original(x))
     assert info.factory == "torchscript"
     assert info.weights_sha256 == checkpoints.weights_sha256(original)
-    with pytest.raises(ValueError, match="TorchScript archive.*drop model="):
+    with pytest.raises(ValueError, match=r"TorchScript archive.*drop model="):
         checkpoints.load(
             tmp_path / "net.pt", model="tests.repsim.test_checkpoints:Net", layers=["fc1"]
         )
@@ -318,5 +318,5 @@ def test_discover_finds_nested_runs_and_skips_stores_and_temporaries(tmp_path):
     assert checkpoints.discover(tmp_path / "dfa") == [("dfa", (tmp_path / "dfa").resolve())]
     (tmp_path / "dfa").rename(tmp_path / ".dfa.old-abc")  # a save killed between its renames
     assert [name for name, _ in checkpoints.discover(tmp_path)] == ["bp/seed-0", "bp/seed-1", "dfa"]
-    with pytest.raises(FileNotFoundError, match="is not a directory"):
+    with pytest.raises(FileNotFoundError, match=r"is not a directory"):
         checkpoints.discover(tmp_path / "missing")

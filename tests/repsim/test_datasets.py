@@ -59,7 +59,7 @@ def test_read_idx_rejects_truncated_and_trailing_data(tmp_path):
     with pytest.raises(ValueError, match=r"truncated: .*shape \(4, 28, 28\).*3126 bytes follow"):
         datasets.read_idx(path)
     path.write_bytes(data + b"\x00")
-    with pytest.raises(ValueError, match="has trailing bytes"):
+    with pytest.raises(ValueError, match=r"has trailing bytes"):
         datasets.read_idx(path)
 
 
@@ -67,7 +67,7 @@ def test_read_idx_rejects_corrupt_gzip(tmp_path):
     packed = gzip.compress(idx_bytes(np.zeros((100, 28, 28), np.uint8)))
     path = tmp_path / "images.gz"
     path.write_bytes(packed[: len(packed) // 2])
-    with pytest.raises(ValueError, match="gzip stream is corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"gzip stream is corrupt or truncated"):
         datasets.read_idx(path)
 
 
@@ -144,7 +144,7 @@ def test_bad_names_and_splits_are_clear_errors(tmp_path, fake_idx_dir):
         datasets.load("MNIST5k")
     with pytest.raises(ValueError, match=r"unknown split 'val': expected one of 'train', 'test'"):
         datasets.load("mnist-5k", "val")
-    with pytest.raises(datasets.DatasetNotFoundError, match="is not a directory"):
+    with pytest.raises(datasets.DatasetNotFoundError, match=r"is not a directory"):
         datasets.load(f"idx:{tmp_path / 'nowhere'}")
     (fake_idx_dir / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(
@@ -251,7 +251,7 @@ def test_incomplete_directory_is_reported(tmp_path, monkeypatch):
         return
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
-        datasets.DatasetNotFoundError, match="exists, but has no complete test split"
+        datasets.DatasetNotFoundError, match=r"exists, but has no complete test split"
     ):
         datasets.load("mnist", "test")
 
@@ -276,9 +276,9 @@ def test_paper_stimuli_are_40_per_class_sorted_and_stable():
 
 
 def test_paper_stimuli_rejects_bad_counts():
-    with pytest.raises(ValueError, match="per_class must be a positive integer"):
+    with pytest.raises(ValueError, match=r"per_class must be a positive integer"):
         datasets.paper_stimuli(per_class=0)
-    with pytest.raises(ValueError, match="class 0 has 100 items, needs 101"):
+    with pytest.raises(ValueError, match=r"class 0 has 100 items, needs 101"):
         datasets.paper_stimuli(per_class=101)
 
 
@@ -408,9 +408,9 @@ def test_download_default_root_is_repsim_data(tmp_path, serve, monkeypatch):
 
 
 def test_download_unknown_name():
-    with pytest.raises(ValueError, match="'mnist-5k' is embedded and needs no download"):
+    with pytest.raises(ValueError, match=r"'mnist-5k' is embedded and needs no download"):
         datasets.download("mnist-5k")
-    with pytest.raises(ValueError, match="downloadable datasets are 'mnist', 'fashion-mnist'"):
+    with pytest.raises(ValueError, match=r"downloadable datasets are 'mnist', 'fashion-mnist'"):
         datasets.download("cifar10")
 
 
@@ -438,3 +438,43 @@ def test_class_names(fake_idx_dir):
     assert datasets.class_names("mnist-5k") == tuple("0123456789")
     assert len(datasets.class_names(f"idx:{fake_idx_dir}")) == 10
     assert os.sep not in "".join(datasets.class_names("fashion-mnist")[1:])
+
+
+# ------------------------------------------------------------------- stimulus selections
+
+
+def test_the_spec_for_the_papers_set_selects_the_papers_set():
+    chosen, paper = datasets.select("mnist-5k:test:400"), datasets.paper_stimuli()
+    assert torch.equal(chosen.indices, paper.indices)
+    assert torch.equal(chosen.inputs, paper.inputs) and torch.equal(chosen.labels, paper.labels)
+
+
+def test_a_spec_selects_balanced_sorted_stimuli_or_a_whole_split(fake_idx_dir):
+    chosen = datasets.select(f"idx:{fake_idx_dir}:train:25")  # the dataset name has a colon
+    X, y = datasets.load(f"idx:{fake_idx_dir}", "train")
+    assert len(chosen.labels) == 25
+    assert chosen.labels.tolist() == sorted(chosen.labels.tolist())
+    assert torch.equal(chosen.inputs, X[chosen.indices]) and torch.equal(
+        chosen.labels, y[chosen.indices]
+    )
+    counts = torch.bincount(chosen.labels)
+    assert counts.max() - counts[counts > 0].min() <= 1
+    everything = datasets.select(f"idx:{fake_idx_dir}:test:all")
+    assert torch.equal(everything.indices, torch.arange(len(everything.labels)))
+    assert torch.equal(everything.inputs, datasets.load(f"idx:{fake_idx_dir}", "test")[0])
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("mnist-5k:test", "not <dataset>:<split>:<n|all>"),
+        (":test:10", "not <dataset>:<split>:<n|all>"),
+        ("mnist5k:test:10", "unknown dataset 'mnist5k'.*'mnist-5k'"),
+        ("mnist-5k:val:10", "unknown split 'val'"),
+        ("mnist-5k:test:0", "positive integer or 'all', got '0'"),
+        ("mnist-5k:test:ten", "positive integer or 'all', got 'ten'"),
+    ],
+)
+def test_bad_stimulus_specs_are_explained(spec, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.parse_stimuli(spec)
