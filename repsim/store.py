@@ -25,7 +25,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STIMULUS", "UNIT", "RunWriter", "open_activations", "read_run_attrs", "runs"]
+__all__ = [
+    "STIMULUS",
+    "UNIT",
+    "RunWriter",
+    "iter_layers",
+    "open_activations",
+    "read_run_attrs",
+    "runs",
+]
 
 STIMULUS, UNIT = "stimulus", "unit"
 #: Bump when the layout changes so that stores written before are recomputed, not misread.
@@ -202,6 +210,22 @@ def runs(tree) -> list[str]:
     return sorted(
         node.attrs["run"] for node in tree.subtree if "run" in node.attrs and "layers" in node.attrs
     )
+
+
+def iter_layers(tree):
+    """``(run, layer, activations)`` for every layer of every run, in the runs' layer order.
+
+    ``tree`` is an activations store (:func:`open_activations`) or the tree of one run
+    (:func:`repsim.extract.extract`, whose run is named ``""``).
+    """
+    roots = sorted(
+        (node.attrs["run"], node)
+        for node in tree.subtree
+        if "run" in node.attrs and "layers" in node.attrs
+    ) or [("", tree)]
+    for run, node in roots:
+        for layer in node.attrs.get("layers", list(node.children)):
+            yield run, layer, node[layer]["activations"]
 
 
 def open_activations(path: str | os.PathLike):
