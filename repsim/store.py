@@ -31,8 +31,10 @@ __all__ = [
     "RunWriter",
     "iter_layers",
     "open_activations",
+    "open_results",
     "read_run_attrs",
     "runs",
+    "write_result",
 ]
 
 STIMULUS, UNIT = "stimulus", "unit"
@@ -255,3 +257,94 @@ def open_activations(path: str | os.PathLike):
     tree = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=False, zarr_format=3)
     tree.attrs["runs"] = runs(tree)
     return tree
+
+
+# ------------------------------------------------------------------- results
+
+
+def write_result(
+    path: str | os.PathLike, result, *, provenance: Mapping[str, Any] | None = None
+) -> Path:
+    """Add one analysis's result to a results store, replacing only that result.
+
+    Each variable lives in its own group (``results.zarr/rdm``, ``.../diag_l2``), written
+    beside the store and renamed into place, so adding one analysis never rewrites or loses
+    another's, and a reader never sees half a result.
+
+    Parameters
+    ----------
+    result
+        A named DataArray (``rdm``, ``diag_l2``, ``probe_accuracy``, ...).
+    provenance
+        JSON-serialisable attributes stored with the variable (what it was computed from).
+    """
+    import zarr
+
+    if not getattr(result, "name", None):
+        raise ValueError("write_result needs a named DataArray (e.g. result.rename('rdm'))")
+    name = str(result.name)
+    _check_node_name(name, "result name")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(path)
+    zarr.open_group(str(path), mode="a", zarr_format=3)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+    try:
+        da = result.copy()
+        da.attrs = {**da.attrs, **dict(provenance or {})}
+        ds = da.to_dataset()
+        for c in ds.coords:  # variable-length strings have a zarr 3 spec; fixed-width do not
+            if ds[c].dtype.kind == "U":
+                ds = ds.assign_coords({c: ds[c].astype(object)})
+        ds.to_zarr(tmp / name, mode="w", zarr_format=3, consolidated=False)
+        dest = path / name
+        if dest.exists():
+            old = path.parent / f".{path.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+            os.replace(dest, old)
+            os.replace(tmp / name, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp / name, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path / name
+
+
+def open_results(path: str | os.PathLike):
+    """Open a results store as one lazy :class:`xarray.Dataset`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Whichever of ``rdm(run, layer, stimulus, stimulus_)``, ``diag_l2(run, layer)``,
+        ``probe_accuracy(run, layer, split)``, ``probe_mse(run, layer, split)``,
+        ``weight_norm(run, layer)`` have been computed, each with its provenance in its
+        attrs. Runs or layers that one analysis covers and another does not are NaN there.
+
+    Examples
+    --------
+    >>> results = open_results("ckpt/results.zarr")  # doctest: +SKIP
+    >>> results.diag_l2.sel(run="bp")  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a results store; compute one with python -m repsim.report <checkpoints>"
+        )
+    parts = [
+        xr.open_zarr(group, zarr_format=3, consolidated=False, chunks={})
+        for group in sorted(path.iterdir())
+        if (group / "zarr.json").is_file()
+    ]
+    merged = (
+        xr.merge(parts, join="outer", compat="override", combine_attrs="drop")
+        if parts
+        else xr.Dataset()
+    )
+    for part in parts:  # keep each layer order as computed (outer joins sort otherwise)
+        for dim in ("run", "layer"):
+            if dim in part.dims and dim in merged.dims and len(part[dim]) == len(merged[dim]):
+                merged = merged.reindex({dim: part[dim].values})
+    return merged
