@@ -488,11 +488,8 @@ def _stimuli(spec: str) -> tuple[_Take, np.ndarray, np.ndarray, dict[str, Any]]:
     return _Take(X, idx), y.numpy()[idx], idx, {"stimuli": spec, "dataset": name, "split": split}
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m repsim.extract",
-        description="Record layer activations of checkpoints into activations.zarr.",
-    )
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments that say which networks, layers and stimuli (shared by every command)."""
     p.add_argument(
         "path",
         type=Path,
@@ -504,11 +501,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--stimuli",
         help="<dataset>:<split>:<n|all> (default: the paper's 400 test points of the run's dataset, <dataset>:test:400)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="the zarr store (default: activations.zarr inside the directory given, or beside the weights file)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=256)
@@ -531,47 +523,69 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--force", action="store_true", help="recompute runs that are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+
+
+def output_dir(path: Path) -> Path:
+    """Where a command writes by default: the directory given, or the weights file's."""
+    return path.parent if path.is_file() else path
+
+
+def extract_runs(
+    args: argparse.Namespace, store: Path, *, stimuli: str | None = None
+) -> list[tuple[str, checkpoints.CheckpointInfo]]:
+    """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run."""
+    path = args.path.expanduser()
+    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    if path.is_file():
+        targets = [(path.stem, path)]
+    else:
+        targets = checkpoints.discover(path)
+        if not targets:
+            raise FileNotFoundError(
+                f"no checkpoint (a directory with {checkpoints.META}) under {path}"
+            )
+    done = []
+    for run, target in targets:
+        model, info = checkpoints.load(
+            target,
+            model=args.model,
+            model_kwargs=args.model_kwargs,
+            layers=layers,
+            trust=args.trust,
+            strict=args.strict,
+        )
+        spec = stimuli or args.stimuli or f"{info.dataset or 'mnist-5k'}:test:400"
+        inputs, labels, indices, selection = _stimuli(spec)
+        t0 = time.perf_counter()
+        result = extract_to_zarr(
+            model, inputs, list(info.layers), store, run=run, labels=labels, indices=indices,
+            batch_size=args.batch_size, device=args.device, force=args.force, progress=not args.quiet,
+            provenance={"checkpoint": str(info.path), "factory": info.factory, **selection},
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        what = "up to date" if result.skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
+        print(
+            f"{run}: {len(result.tree.children)} layers × {len(indices)} stimuli → {store / run} ({what}, {seconds:.1f} s)"
+        )
+        done.append((run, info))
+    return done
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.extract``: see the module docstring."""
-    args = _parse_args(argv)
-    path = args.path.expanduser()
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
+    p = argparse.ArgumentParser(
+        prog="python -m repsim.extract",
+        description="Record layer activations of checkpoints into activations.zarr.",
+    )
+    add_source_arguments(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="the zarr store (default: activations.zarr inside the directory given, or beside the weights file)",
+    )
+    args = p.parse_args(argv)
     try:
-        if path.is_file():
-            targets = [(path.stem, path)]
-            out = args.out or path.parent / "activations.zarr"
-        else:
-            targets = checkpoints.discover(path)
-            out = args.out or path / "activations.zarr"
-            if not targets:
-                raise FileNotFoundError(
-                    f"no checkpoint (a directory with {checkpoints.META}) under {path}"
-                )
-        for run, target in targets:
-            model, info = checkpoints.load(
-                target,
-                model=args.model,
-                model_kwargs=args.model_kwargs,
-                layers=layers,
-                trust=args.trust,
-                strict=args.strict,
-            )
-            spec = args.stimuli or f"{info.dataset or 'mnist-5k'}:test:400"
-            inputs, labels, indices, selection = _stimuli(spec)
-            t0 = time.perf_counter()
-            result = extract_to_zarr(
-                model, inputs, list(info.layers), out, run=run, labels=labels, indices=indices,
-                batch_size=args.batch_size, device=args.device, force=args.force, progress=not args.quiet,
-                provenance={"checkpoint": str(info.path), "factory": info.factory, **selection},
-            )  # fmt: skip
-            seconds = time.perf_counter() - t0
-            what = "up to date" if result.skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
-            print(
-                f"{run}: {len(result.tree.children)} layers × {len(indices)} stimuli → {out / run} ({what}, {seconds:.1f} s)"
-            )
+        extract_runs(args, args.out or output_dir(args.path.expanduser()) / "activations.zarr")
     except (ValueError, FileNotFoundError, PermissionError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

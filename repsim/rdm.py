@@ -270,3 +270,88 @@ def _align(reference, rdms):
 
 def _layers_arg(value: str | None) -> Sequence[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+# ------------------------------------------------------------------- command line
+
+
+def _sg_marks(infos) -> dict[str, list[str]]:
+    """Run → layers after which a synthetic gradient sits (from checkpoint.json)."""
+    marks = {}
+    for run, info in infos:
+        positions = (info.method or {}).get("sg_layers") or []
+        marks[run] = [info.layers[k - 1] for k in positions if 0 < k <= len(info.layers)]
+    return marks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from repsim import extract, plots, store
+
+    p = argparse.ArgumentParser(
+        prog="python -m repsim.rdm",
+        description="RDMs per layer and their diagonal-block L2 distance to the last layer.",
+    )
+    extract.add_source_arguments(p)
+    p.add_argument("--metric", default="correlation", choices=METRICS)
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="results store (default: results.zarr in the directory given); figures go to figures/ beside it",
+    )
+    args = p.parse_args(argv)
+    base = extract.output_dir(args.path.expanduser())
+    out = args.out or base / "results.zarr"
+    try:
+        infos = extract.extract_runs(args, base / "activations.zarr")
+        acts = store.open_activations(base / "activations.zarr")
+        wanted = {run for run, _ in infos}
+        acts_runs = [r for r in acts.attrs["runs"] if r in wanted]
+        tree = (
+            type(acts).from_dict({f"/{r}": acts[r] for r in acts_runs})
+            if set(acts_runs) != set(acts.attrs["runs"])
+            else acts
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rdms = rdm(tree, metric=args.metric, device=extract.resolve_device(args.device))
+        for w in caught:
+            print(f"note: {w.message}", file=sys.stderr)
+        distances = diag_l2(rdms)
+        provenance = {"activations": str(base / "activations.zarr"), "runs": acts_runs}
+        store.write_result(out, rdms, provenance={**provenance, "metric": args.metric})
+        store.write_result(out, distances, provenance={**provenance, "metric": args.metric})
+        figures = out.parent / "figures"
+        figures.mkdir(parents=True, exist_ok=True)
+        for name, fig in (
+            ("rdm.png", plots.rdm_grid(rdms)),
+            ("diag_l2.png", plots.diag_l2_curves(distances, marks=_sg_marks(infos))),
+        ):
+            fig.savefig(figures / name, dpi=120, bbox_inches="tight")
+            fig.clf()
+    except (ValueError, FileNotFoundError, PermissionError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    layers = [str(v) for v in distances["layer"].values]
+    shown = sorted({0, len(layers) // 4, len(layers) // 2, 3 * len(layers) // 4, len(layers) - 1})
+    print(
+        f"\ndiagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)"
+    )
+    print(f"{'run':<14}" + "".join(f"{layers[i]:>10}" for i in shown))
+    for run in distances["run"].values:
+        print(
+            f"{run!s:<14}"
+            + "".join(f"{float(distances.sel(run=run).values[i]):>10.2f}" for i in shown)
+        )
+    print(f"\n→ {out} (rdm, diag_l2), {out.parent / 'figures'}/rdm.png, diag_l2.png")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

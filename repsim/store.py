@@ -343,6 +343,9 @@ def open_results(path: str | os.PathLike):
         if parts
         else xr.Dataset()
     )
+    for part in parts:
+        for name, var in part.data_vars.items():
+            merged[name].attrs = dict(var.attrs)  # each result's provenance
     for part in parts:  # keep each layer order as computed (outer joins sort otherwise)
         for dim in ("run", "layer"):
             if dim in part.dims and dim in merged.dims and len(part[dim]) == len(merged[dim]):

@@ -1,0 +1,129 @@
+"""Figures of the paper's analyses. Every function takes xarray objects (never paths) and
+returns a matplotlib Figure; saving is the caller's business."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
+
+import numpy as np
+
+__all__ = ["diag_l2_curves", "rdm_grid"]
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rdm_grid(rdms, *, layers: Sequence[str] | None = None, max_columns: int = 6):
+    """RDMs as a grid in the style of the paper's Figures 3 and 7.
+
+    Rows are runs, columns are layers (default: up to ``max_columns`` spread from first to
+    last). Class blocks (by the ``label`` coordinate) are outlined and the entries outside
+    them de-emphasised, so that within-class structure stands out.
+
+    Parameters
+    ----------
+    rdms
+        ``rdm`` DataArray ``(run, layer, stimulus, stimulus_)`` or ``(layer, stimulus,
+        stimulus_)``, stimuli sorted by label for the blocks to be contiguous.
+    """
+    plt = _pyplot()
+    if "run" not in rdms.dims:
+        rdms = rdms.expand_dims(run=[""])
+    all_layers = [str(v) for v in rdms["layer"].values]
+    if layers is None:
+        picks = np.unique(
+            np.linspace(0, len(all_layers) - 1, min(max_columns, len(all_layers)))
+            .round()
+            .astype(int)
+        )
+        layers = [all_layers[i] for i in picks]
+    runs = [str(v) for v in rdms["run"].values]
+    fig, axes = plt.subplots(
+        len(runs),
+        len(layers),
+        figsize=(1.9 * len(layers) + 0.6, 1.9 * len(runs) + 0.4),
+        squeeze=False,
+    )
+    labels = np.asarray(rdms["label"].values)
+    edges = np.flatnonzero(np.diff(labels)) + 0.5
+    bounds = np.concatenate([[-0.5], edges, [len(labels) - 0.5]])
+    same = labels[:, None] == labels[None, :]
+    vmax = float(np.nanpercentile(rdms.values, 99)) or 1.0
+    image = None
+    for i, run in enumerate(runs):
+        for j, layer in enumerate(layers):
+            ax = axes[i, j]
+            r = (
+                rdms.sel(run=run, layer=layer).values
+                if runs != [""]
+                else rdms.sel(layer=layer).isel(run=0).values
+            )
+            image = ax.imshow(r, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.imshow(
+                np.where(same, np.nan, 1.0),
+                cmap="Greys",
+                alpha=0.45,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
+            for a, b in pairwise(bounds):
+                ax.add_patch(plt.Rectangle((a, a), b - a, b - a, fill=False, lw=0.6, ec="white"))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(layer, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(run, fontsize=9)
+    metric = rdms.attrs.get("metric", "")
+    label = {"correlation": "1 − Pearson r", "cosine": "1 − cosine"}.get(
+        metric, metric or "dissimilarity"
+    )
+    fig.colorbar(image, ax=axes, shrink=0.6, label=label)
+    return fig
+
+
+def diag_l2_curves(distances, *, marks: Mapping[str, Sequence[str]] | None = None):
+    """Diagonal-block L2 distance to the reference layer, one curve per run.
+
+    Parameters
+    ----------
+    distances
+        ``diag_l2`` DataArray ``(run, layer)`` or ``(layer,)``.
+    marks
+        Run → layers to mark with a dotted vertical line (e.g. where SGs sit).
+    """
+    import seaborn as sns
+
+    plt = _pyplot()
+    if "run" not in distances.dims:
+        distances = distances.expand_dims(run=[""])
+    layers = [str(v) for v in distances["layer"].values]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colors = sns.color_palette("colorblind", len(distances["run"]))
+    for color, run in zip(colors, distances["run"].values, strict=True):
+        y = distances.sel(run=run).values
+        ax.plot(
+            np.arange(1, len(layers) + 1), y, marker="o", ms=3, color=color, label=str(run) or None
+        )
+        for layer in (marks or {}).get(str(run), []):
+            if layer in layers:
+                ax.axvline(layers.index(layer) + 1, ls=":", color=color, lw=1)
+    ax.set_xticks(
+        np.arange(1, len(layers) + 1), layers, rotation=90 if len(layers) > 10 else 0, fontsize=8
+    )
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"diagonal L2 to {distances.attrs.get('reference', 'last')} layer")
+    if any(str(r) for r in distances["run"].values):
+        ax.legend(frameon=False, fontsize=8)
+    sns.despine(fig)
+    fig.tight_layout()
+    return fig
