@@ -38,24 +38,46 @@ def _unit_rows(x: torch.Tensor, center: bool) -> tuple[torch.Tensor, torch.Tenso
     return torch.where(dead, 0.0, x / torch.where(dead, 1.0, norm)), dead.squeeze(-1)
 
 
+def _symmetric_pairs(x: torch.Tensor, pair, block: int = 1024) -> torch.Tensor:
+    """``out[..., i, j] = pair(x_i-block, x_j-block)`` for ``j >= i`` blocks, mirrored below.
+
+    Computing only the upper block triangle halves the matrix-product work and makes the
+    result symmetric by construction; the diagonal blocks are symmetrised explicitly.
+    """
+    lead, n = x.shape[:-2], x.shape[-2]
+    x = x.reshape(-1, n, x.shape[-1])
+    out = torch.empty((x.shape[0], n, n), dtype=x.dtype, device=x.device)
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        tile = pair(x[:, i:j], x[:, i:])  # [B, j - i, n - i]
+        diag = tile[:, :, : j - i]
+        tile[:, :, : j - i] = (diag + diag.transpose(-1, -2)) / 2
+        out[:, i:j, i:] = tile
+        out[:, j:, i:j] = tile[:, :, j - i :].transpose(-1, -2)
+    out.diagonal(dim1=-2, dim2=-1).zero_()
+    return out.reshape(*lead, n, n)
+
+
+def _one_minus_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    one = torch.ones((), dtype=a.dtype, device=a.device)
+    return torch.baddbmm(one, a, b.transpose(-1, -2), beta=1, alpha=-1)
+
+
+def _euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    sq_a, sq_b = (a * a).sum(-1), (b * b).sum(-1)
+    d = torch.baddbmm(sq_a.unsqueeze(-1) + sq_b.unsqueeze(-2), a, b.transpose(-1, -2), alpha=-2)
+    return d.clamp_min_(0).sqrt_()
+
+
 def _rdm(x: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``[..., n, d]`` → (RDMs ``[..., n, n]``, zero-variance mask ``[..., n]``)."""
     if metric == "euclidean":
         x = x.double()  # |a|² + |b|² − 2ab cancels badly in float32 for nearby points
         x = x - x.mean(dim=-2, keepdim=True)  # distances do not change; the cancellation does
-        sq = (x * x).sum(-1)
-        d = sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2 * x @ x.transpose(-1, -2)
-        d = d.clamp_min_(0).sqrt_()
         dead = torch.zeros(x.shape[:-1], dtype=torch.bool, device=x.device)
-    else:
-        u, dead = _unit_rows(x.float(), center=metric == "correlation")
-        d = torch.baddbmm(
-            torch.ones((), dtype=u.dtype, device=u.device), u.reshape(-1, *u.shape[-2:]),
-            u.reshape(-1, *u.shape[-2:]).transpose(-1, -2), beta=1, alpha=-1,
-        ).reshape(*u.shape[:-1], u.shape[-2])  # fmt: skip
-    d = (d + d.transpose(-1, -2)) / 2  # exact symmetry, whatever the BLAS did
-    d.diagonal(dim1=-2, dim2=-1).zero_()
-    return d.float(), dead
+        return _symmetric_pairs(x, _euclidean).float(), dead
+    u, dead = _unit_rows(x.float(), center=metric == "correlation")
+    return _symmetric_pairs(u, _one_minus_dot), dead
 
 
 def _check_metric(metric: str) -> None:

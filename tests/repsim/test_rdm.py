@@ -213,3 +213,15 @@ def test_the_command_writes_results_and_figures(tmp_path, capsys):
 def test_the_command_reports_bad_input(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("n", "block"), [(23, 7), (21, 7), (5, 16)])
+def test_the_blocked_kernel_fills_and_mirrors_every_block(n, block):
+    from repsim import rdm as module
+
+    x = torch.randn(3, n, 6, dtype=torch.float64)
+    got = module._symmetric_pairs(x, module._one_minus_dot, block=block)
+    want = 1 - x @ x.transpose(-1, -2)
+    want.diagonal(dim1=-2, dim2=-1).zero_()
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got, got.transpose(-1, -2))
