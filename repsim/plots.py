@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import numpy as np
 
-__all__ = ["diag_l2_curves", "rdm_grid"]
+__all__ = ["diag_l2_curves", "learning_curves", "probe_curves", "rdm_grid", "weight_norm_curves"]
 
 
 def _pyplot():
@@ -125,5 +125,112 @@ def diag_l2_curves(distances, *, marks: Mapping[str, Sequence[str]] | None = Non
     if any(str(r) for r in distances["run"].values):
         ax.legend(frameon=False, fontsize=8)
     sns.despine(fig)
+    fig.tight_layout()
+    return fig
+
+
+def _layer_curves(ax, data, ylabel: str, *, style: Mapping[str, str] | None = None, marks=None):
+    """One line per run (and per ``split`` when present) over the ``layer`` dim."""
+    import seaborn as sns
+
+    if "run" not in data.dims:
+        data = data.expand_dims(run=[""])
+    layers = [str(v) for v in data["layer"].values]
+    xs = np.arange(1, len(layers) + 1)
+    colors = sns.color_palette("colorblind", len(data["run"]))
+    splits = [str(s) for s in data["split"].values] if "split" in data.dims else [None]
+    dashes = {"train": "--", "test": "-"}
+    for color, run in zip(colors, data["run"].values, strict=True):
+        for split in splits:
+            y = data.sel(run=run) if split is None else data.sel(run=run, split=split)
+            label = " ".join(p for p in (str(run), split) if p)
+            ax.plot(
+                xs,
+                y.values,
+                marker="o",
+                ms=3,
+                color=color,
+                ls=dashes.get(split, "-"),
+                label=label or None,
+            )
+        for layer in (marks or {}).get(str(run), []):
+            if layer in layers:
+                ax.axvline(layers.index(layer) + 1, ls=":", color=color, lw=1)
+    ax.set_xticks(xs, layers, rotation=90 if len(layers) > 10 else 0, fontsize=8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if any(str(r) for r in data["run"].values) or splits != [None]:
+        ax.legend(frameon=False, fontsize=7)
+    sns.despine(ax=ax)
+
+
+def probe_curves(accuracy=None, mse=None, *, marks: Mapping[str, Sequence[str]] | None = None):
+    """Linear probes per layer (the paper's Figure 8): classifier accuracy and regressor MSE.
+
+    Parameters
+    ----------
+    accuracy, mse
+        ``probe_accuracy`` / ``probe_mse`` DataArrays ``(run, layer, split)``; either may be
+        None. Held-out (``test``) solid, ``train`` dashed.
+    """
+    plt = _pyplot()
+    panels = [
+        (a, label)
+        for a, label in ((accuracy, "classifier probe accuracy"), (mse, "regressor probe MSE"))
+        if a is not None
+    ]
+    if not panels:
+        raise ValueError("probe_curves needs probe_accuracy, probe_mse or both")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 3.6), squeeze=False)
+    for ax, (data, label) in zip(axes[0], panels, strict=True):
+        _layer_curves(ax, data, label, marks=marks)
+    fig.tight_layout()
+    return fig
+
+
+def weight_norm_curves(norms, *, marks: Mapping[str, Sequence[str]] | None = None):
+    """Normalised squared Frobenius norm of each hidden layer's weights (Figure 5).
+
+    Parameters
+    ----------
+    norms
+        ``weight_norm`` DataArray ``(run, layer)``, summing to 1 over layers.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    _layer_curves(ax, norms, "normalised weight norm", marks=marks)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history, *, metrics: Sequence[str] = ("train_accuracy", "test_accuracy")):
+    """Accuracy (or any column of ``history.csv``) per epoch, one line per run (Figure 4).
+
+    Parameters
+    ----------
+    history
+        Dataset ``(run, epoch)`` with one variable per metric, as
+        :func:`repsim.store.read_histories` returns.
+    """
+    import seaborn as sns
+
+    plt = _pyplot()
+    missing = [m for m in metrics if m not in history]
+    if missing:
+        raise ValueError(
+            f"history has no {', '.join(missing)}; it has {', '.join(history.data_vars)}"
+        )
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False, sharey=True
+    )
+    colors = sns.color_palette("colorblind", len(history["run"]))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for color, run in zip(colors, history["run"].values, strict=True):
+            y = history[metric].sel(run=run)
+            ax.plot(history["epoch"].values, y.values, color=color, label=str(run))
+        ax.set_xlabel("epoch")
+        ax.set_title(metric.replace("_", " "), fontsize=10)
+        sns.despine(ax=ax)
+    axes[0, 0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig

@@ -32,6 +32,7 @@ __all__ = [
     "iter_layers",
     "open_activations",
     "open_results",
+    "read_histories",
     "read_run_attrs",
     "runs",
     "write_result",
@@ -351,3 +352,36 @@ def open_results(path: str | os.PathLike):
             if dim in part.dims and dim in merged.dims and len(part[dim]) == len(merged[dim]):
                 merged = merged.reindex({dim: part[dim].values})
     return merged
+
+
+def read_histories(runs: Mapping[str, str | os.PathLike]):
+    """The ``history.csv`` of each checkpoint as one Dataset ``(run, epoch)``.
+
+    Parameters
+    ----------
+    runs
+        Run name → checkpoint directory. Runs without a history are left out.
+
+    Returns
+    -------
+    xarray.Dataset
+        One float variable per column (``train_accuracy``, ``test_loss``, ...); epochs a
+        run did not reach are NaN.
+    """
+    import pandas as pd
+    import xarray as xr
+
+    from repsim.checkpoints import HISTORY
+
+    frames = {}
+    for run, path in runs.items():
+        file = Path(path) / HISTORY
+        if file.is_file():
+            frame = pd.read_csv(file)
+            if "epoch" not in frame:
+                raise ValueError(f"{file} has no 'epoch' column")
+            frames[run] = frame.set_index("epoch").astype(float)
+    if not frames:
+        return xr.Dataset(coords={"run": [], "epoch": []})
+    parts = [xr.Dataset.from_dataframe(f).expand_dims(run=[run]) for run, f in frames.items()]
+    return xr.concat(parts, dim="run", join="outer")
