@@ -530,10 +530,10 @@ def output_dir(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def extract_runs(
-    args: argparse.Namespace, store: Path, *, stimuli: str | None = None
-) -> list[tuple[str, checkpoints.CheckpointInfo]]:
-    """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run."""
+def iter_runs(
+    args: argparse.Namespace,
+) -> Iterator[tuple[str, torch.nn.Module, checkpoints.CheckpointInfo]]:
+    """``(run, model, info)`` for every network named by the shared arguments."""
     path = args.path.expanduser()
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     if path.is_file():
@@ -544,7 +544,6 @@ def extract_runs(
             raise FileNotFoundError(
                 f"no checkpoint (a directory with {checkpoints.META}) under {path}"
             )
-    done = []
     for run, target in targets:
         model, info = checkpoints.load(
             target,
@@ -554,6 +553,19 @@ def extract_runs(
             trust=args.trust,
             strict=args.strict,
         )
+        yield run, model, info
+
+
+def extract_runs(
+    args: argparse.Namespace, store: Path, *, stimuli: str | None = None
+) -> list[tuple[str, checkpoints.CheckpointInfo]]:
+    """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run.
+
+    ``stimuli`` (a ``<dataset>:<split>:<n|all>`` spec) overrides ``--stimuli``; by default
+    each run gets the paper's 400 test points of its own dataset.
+    """
+    done = []
+    for run, model, info in iter_runs(args):
         spec = stimuli or args.stimuli or f"{info.dataset or 'mnist-5k'}:test:400"
         inputs, labels, indices, selection = _stimuli(spec)
         t0 = time.perf_counter()
