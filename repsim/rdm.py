@@ -38,7 +38,7 @@ def _unit_rows(x: torch.Tensor, center: bool) -> tuple[torch.Tensor, torch.Tenso
     return torch.where(dead, 0.0, x / torch.where(dead, 1.0, norm)), dead.squeeze(-1)
 
 
-def _symmetric_pairs(x: torch.Tensor, pair, block: int = 1024) -> torch.Tensor:
+def _symmetric_pairs(x: torch.Tensor, pair, block: int = 512) -> torch.Tensor:
     """``out[..., i, j] = pair(x_i-block, x_j-block)`` for ``j >= i`` blocks, mirrored below.
 
     Computing only the upper block triangle halves the matrix-product work and makes the
