@@ -561,12 +561,15 @@ def extract_runs(
 ) -> list[tuple[str, checkpoints.CheckpointInfo]]:
     """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run.
 
-    ``stimuli`` (a ``<dataset>:<split>:<n|all>`` spec) overrides ``--stimuli``; by default
-    each run gets the paper's 400 test points of its own dataset.
+    ``stimuli`` (a ``<dataset>:<split>:<n|all>`` spec, where ``{dataset}`` stands for the
+    run's own dataset) overrides ``--stimuli``; by default each run gets the paper's 400
+    test points of its own dataset.
     """
     done = []
     for run, model, info in iter_runs(args):
-        spec = stimuli or args.stimuli or f"{info.dataset or 'mnist-5k'}:test:400"
+        spec = (stimuli or args.stimuli or "{dataset}:test:400").format(
+            dataset=info.dataset or "mnist-5k"
+        )
         inputs, labels, indices, selection = _stimuli(spec)
         t0 = time.perf_counter()
         result = extract_to_zarr(
@@ -581,6 +584,15 @@ def extract_runs(
         )
         done.append((run, info))
     return done
+
+
+def sg_marks(infos: Sequence[tuple[str, checkpoints.CheckpointInfo]]) -> dict[str, list[str]]:
+    """Run → the layers after which a synthetic gradient sits (from ``checkpoint.json``)."""
+    marks = {}
+    for run, info in infos:
+        positions = (info.method or {}).get("sg_layers") or []
+        marks[run] = [info.layers[k - 1] for k in positions if 0 < k <= len(info.layers)]
+    return marks
 
 
 def main(argv: Sequence[str] | None = None) -> int:

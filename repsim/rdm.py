@@ -297,15 +297,6 @@ def _layers_arg(value: str | None) -> Sequence[str] | None:
 # ------------------------------------------------------------------- command line
 
 
-def _sg_marks(infos) -> dict[str, list[str]]:
-    """Run → layers after which a synthetic gradient sits (from checkpoint.json)."""
-    marks = {}
-    for run, info in infos:
-        positions = (info.method or {}).get("sg_layers") or []
-        marks[run] = [info.layers[k - 1] for k in positions if 0 < k <= len(info.layers)]
-    return marks
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
     import argparse
@@ -351,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures.mkdir(parents=True, exist_ok=True)
         for name, fig in (
             ("rdm.png", plots.rdm_grid(rdms)),
-            ("diag_l2.png", plots.diag_l2_curves(distances, marks=_sg_marks(infos))),
+            ("diag_l2.png", plots.diag_l2_curves(distances, marks=extract.sg_marks(infos))),
         ):
             fig.savefig(figures / name, dpi=120, bbox_inches="tight")
             fig.clf()
