@@ -299,68 +299,42 @@ def _layers_arg(value: str | None) -> Sequence[str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
-    import argparse
     import sys
-    from pathlib import Path
 
-    from repsim import extract, plots, store
+    from repsim import _cli, extract, plots, store
 
-    p = argparse.ArgumentParser(
-        prog="python -m repsim.rdm",
-        description="RDMs per layer and their diagonal-block L2 distance to the last layer.",
-    )
-    extract.add_source_arguments(p)
+    p = _cli.parser("rdm", "RDMs per layer and their diagonal-block L2 distance to the last layer.")
     p.add_argument("--metric", default="correlation", choices=METRICS)
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="results store (default: results.zarr in the directory given); figures go to figures/ beside it",
-    )
     args = p.parse_args(argv)
-    base = extract.output_dir(args.path.expanduser())
-    out = args.out or base / "results.zarr"
+    out = _cli.results_path(args)
+    acts_path = extract.output_dir(args.path.expanduser()) / "activations.zarr"
     try:
-        infos = extract.extract_runs(args, base / "activations.zarr")
-        acts = store.open_activations(base / "activations.zarr")
-        wanted = {run for run, _ in infos}
-        acts_runs = [r for r in acts.attrs["runs"] if r in wanted]
-        tree = (
-            type(acts).from_dict({f"/{r}": acts[r] for r in acts_runs})
-            if set(acts_runs) != set(acts.attrs["runs"])
-            else acts
-        )
+        infos = extract.extract_runs(args, acts_path)
+        runs = [run for run, _ in infos]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            rdms = rdm(tree, metric=args.metric, device=extract.resolve_device(args.device))
+            acts = store.open_activations(acts_path, runs=runs)
+            rdms = rdm(acts, metric=args.metric, device=extract.resolve_device(args.device))
         for w in caught:
             print(f"note: {w.message}", file=sys.stderr)
         distances = diag_l2(rdms)
-        provenance = {"activations": str(base / "activations.zarr"), "runs": acts_runs}
-        store.write_result(out, rdms, provenance={**provenance, "metric": args.metric})
-        store.write_result(out, distances, provenance={**provenance, "metric": args.metric})
-        figures = out.parent / "figures"
-        figures.mkdir(parents=True, exist_ok=True)
-        for name, fig in (
-            ("rdm.png", plots.rdm_grid(rdms)),
-            ("diag_l2.png", plots.diag_l2_curves(distances, marks=extract.sg_marks(infos))),
-        ):
-            fig.savefig(figures / name, dpi=120, bbox_inches="tight")
-            fig.clf()
-    except (ValueError, FileNotFoundError, PermissionError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    layers = [str(v) for v in distances["layer"].values]
-    shown = sorted({0, len(layers) // 4, len(layers) // 2, 3 * len(layers) // 4, len(layers) - 1})
-    print(
-        f"\ndiagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)"
-    )
-    print(f"{'run':<14}" + "".join(f"{layers[i]:>10}" for i in shown))
-    for run in distances["run"].values:
-        print(
-            f"{run!s:<14}"
-            + "".join(f"{float(distances.sel(run=run).values[i]):>10.2f}" for i in shown)
-        )
-    print(f"\n→ {out} (rdm, diag_l2), {out.parent / 'figures'}/rdm.png, diag_l2.png")
+        provenance = {"activations": str(acts_path), "runs": runs, "metric": args.metric}
+        store.write_result(out, rdms, provenance=provenance)
+        store.write_result(out, distances, provenance=provenance)
+        figs = [
+            _cli.save_figure(plots.rdm_grid(rdms), out, "rdm"),
+            _cli.save_figure(
+                plots.diag_l2_curves(distances, marks=extract.sg_marks(infos)), out, "diag_l2"
+            ),
+        ]
+    except _cli.ERRORS as err:
+        return _cli.fail(err)
+    _cli.layer_table(
+        f"diagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)",
+        runs, [str(v) for v in distances["layer"].values],
+        lambda run, i: f"{float(distances.sel(run=run).values[i]):.2f}",
+    )  # fmt: skip
+    print(f"\n→ {out} (rdm, diag_l2), {', '.join(map(str, figs))}")
     return 0
 
 

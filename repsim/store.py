@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,11 +208,15 @@ class RunWriter:
             self.abort()
 
 
-def runs(tree) -> list[str]:
-    """Names of the runs in an opened store (nodes that carry a ``run`` attribute), sorted."""
+def _run_names(tree) -> list[str]:
     return sorted(
         node.attrs["run"] for node in tree.subtree if "run" in node.attrs and "layers" in node.attrs
     )
+
+
+def runs(tree) -> list[str]:
+    """Names of the runs in an opened store (nodes that carry a ``run`` attribute), sorted."""
+    return _run_names(tree)
 
 
 def iter_layers(tree):
@@ -231,8 +235,10 @@ def iter_layers(tree):
             yield run, layer, node[layer]["activations"]
 
 
-def open_activations(path: str | os.PathLike):
+def open_activations(path: str | os.PathLike, *, runs: Sequence[str] | None = None):
     """Open an activations store lazily as an :class:`xarray.DataTree`.
+
+    ``runs`` keeps only the named runs (an error names any the store lacks).
 
     Returns
     -------
@@ -256,7 +262,17 @@ def open_activations(path: str | os.PathLike):
             f"{path} is not a zarr store; write one with python -m repsim.extract <checkpoints>"
         )
     tree = xr.open_datatree(path, engine="zarr", chunks={}, consolidated=False, zarr_format=3)
-    tree.attrs["runs"] = runs(tree)
+    found = _run_names(tree)
+    if runs is not None:
+        missing = [r for r in runs if r not in found]
+        if missing:
+            raise ValueError(
+                f"{path} holds no run {', '.join(map(repr, missing))}; it holds {', '.join(found) or 'none'}"
+            )
+        if list(runs) != found:
+            tree = xr.DataTree.from_dict({f"/{r}": tree[r] for r in runs})
+        found = list(runs)
+    tree.attrs["runs"] = found
     return tree
 
 
