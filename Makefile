@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m training.sweep --preset quick --out ckpt
-	$(BIN)/python -m repsim.rdm ckpt
+	$(BIN)/python -m repsim.report ckpt
 
 # pytest exits 5 when it collects no test; any non-zero exit fails the target.
 test: $(STAMP)

@@ -160,7 +160,7 @@ def _layer_curves(ax, data, ylabel: str, *, style: Mapping[str, str] | None = No
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     if any(str(r) for r in data["run"].values) or splits != [None]:
-        ax.legend(frameon=False, fontsize=7)
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     sns.despine(ax=ax)
 
 
