@@ -225,3 +225,38 @@ def test_the_blocked_kernel_fills_and_mirrors_every_block(n, block):
     want.diagonal(dim1=-2, dim2=-1).zero_()
     torch.testing.assert_close(got, want)
     assert torch.equal(got, got.transpose(-1, -2))
+
+
+class External(torch.nn.Module):
+    """A network trained elsewhere: the command must work from its weights file alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 10)
+        self.fc2 = torch.nn.Linear(10, 6)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_the_command_on_external_weights(tmp_path, capsys):
+    torch.manual_seed(0)
+    net = External()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    argv = [str(tmp_path / "net.pt"), "--model", "tests.repsim.test_rdm:External", "--layers", "fc1,fc2",
+            "--stimuli", "mnist-5k:test:30", "--metric", "cosine", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "cosine RDMs over 30 stimuli" in capsys.readouterr().out
+    results = store.open_results(tmp_path / "results.zarr")
+    assert results["rdm"].sizes == {"run": 1, "layer": 2, "stimulus": 30, "stimulus_": 30}
+    assert results["rdm"].attrs["metric"] == "cosine"
+    from repsim import datasets
+
+    chosen = datasets.select("mnist-5k:test:30")
+    with torch.no_grad():
+        h = net.fc1(chosen.inputs).double().numpy()
+    np.testing.assert_allclose(
+        results["rdm"].sel(run="net", layer="fc1").values, squareform(pdist(h, "cosine")), atol=1e-5
+    )
+    assert results["label"].values.tolist() == chosen.labels.tolist()
+    assert (tmp_path / "figures" / "rdm.png").read_bytes().startswith(b"\x89PNG")
