@@ -414,8 +414,19 @@ def _load_state(
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
-def _build(factory: str, kwargs: Mapping[str, Any] | None, *, trust: bool) -> torch.nn.Module:
-    build = resolve_factory(factory, trust=trust)
+def _factory_name(factory: Any) -> str:
+    if isinstance(factory, str):
+        return factory
+    return (
+        f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
+    )
+
+
+def _build(
+    factory: str | Callable, kwargs: Mapping[str, Any] | None, *, trust: bool
+) -> torch.nn.Module:
+    build = factory if callable(factory) else resolve_factory(factory, trust=trust)
+    factory = _factory_name(factory)
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ValueError(f"model kwargs must be a JSON object, got {kwargs!r}")
     try:
@@ -446,7 +457,7 @@ def _check_layers(
 def load(
     path: str | os.PathLike,
     *,
-    model: str | None = None,
+    model: str | Callable[..., torch.nn.Module] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     layers: Sequence[str] | None = None,
     trust: bool = False,
@@ -464,9 +475,9 @@ def load(
         a ``.safetensors`` file, a ``.pt``/``.pth``/``.bin`` state_dict, or a TorchScript
         archive.
     model
-        ``"package.module:callable"`` that builds the architecture. Required for external
-        weights files; for a directory it replaces ``model.factory``. Named by you, it is
-        trusted.
+        ``"package.module:callable"`` that builds the architecture, or the callable itself
+        (a class defined in a notebook). Required for external weights files; for a
+        directory it replaces ``model.factory``. Given by you, it is trusted.
     model_kwargs
         Keyword arguments for ``model`` (default: ``model.kwargs`` of ``checkpoint.json``).
     layers
@@ -511,7 +522,7 @@ def load(
             method=dict(meta.get("method") or {}),
             dataset=meta.get("dataset"),
             metrics=dict(meta.get("metrics") or {}),
-            factory=factory,
+            factory=_factory_name(factory),
             weights_sha256=weights_sha256(net),
             meta=meta,
         )
@@ -548,7 +559,7 @@ def load(
             )
         net = _build(model, model_kwargs, trust=True)
         _load_state(net, state, strict=strict, source=str(path))
-        factory = model
+        factory = _factory_name(model)
     info = CheckpointInfo(
         name=path.stem,
         path=path,

@@ -320,3 +320,14 @@ def test_discover_finds_nested_runs_and_skips_stores_and_temporaries(tmp_path):
     assert [name for name, _ in checkpoints.discover(tmp_path)] == ["bp/seed-0", "bp/seed-1", "dfa"]
     with pytest.raises(FileNotFoundError, match=r"is not a directory"):
         checkpoints.discover(tmp_path / "missing")
+
+
+def test_the_architecture_may_be_given_as_a_callable(tmp_path):
+    original = _net(hidden=4, seed=2)
+    torch.save(original.state_dict(), tmp_path / "w.pt")
+    model, info = checkpoints.load(
+        tmp_path / "w.pt", model=Net, model_kwargs={"hidden": 4}, layers=["fc1"]
+    )
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), original(x), rtol=0, atol=0)
+    assert info.factory == "tests.repsim.test_checkpoints:Net"
