@@ -14,8 +14,11 @@ ERRORS = (ValueError, FileNotFoundError, PermissionError, TypeError)
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     """``python -m repsim.<name>``'s parser: the networks, layers, stimuli, and ``--out``."""
+    import matplotlib
+
     from repsim import extract
 
+    matplotlib.use("Agg")  # commands write files; they never open windows
     p = argparse.ArgumentParser(prog=f"python -m repsim.{name}", description=description)
     extract.add_source_arguments(p)
     p.add_argument(

@@ -12,11 +12,7 @@ __all__ = ["diag_l2_curves", "learning_curves", "probe_curves", "rdm_grid", "wei
 
 
 def _pyplot():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend: inline in Jupyter, Agg in the CLIs
 
     return plt
 
