@@ -73,8 +73,8 @@ def test_probe_curves_draw_train_and_test_per_run():
 
 def test_learning_curves_plot_each_metric_and_explain_a_missing_one():
     h = xr.Dataset(
-        {"train_accuracy": (("run", "epoch"), np.random.rand(2, 4)),
-         "test_accuracy": (("run", "epoch"), np.random.rand(2, 4))},
+        {"train_accuracy": (("run", "epoch"), np.random.default_rng(0).random((2, 4))),
+         "test_accuracy": (("run", "epoch"), np.random.default_rng(0).random((2, 4)))},
         coords={"run": ["bp", "dfa"], "epoch": [1, 2, 3, 4]},
     )  # fmt: skip
     fig = plots.learning_curves(h)
