@@ -290,13 +290,6 @@ def _align(reference, rdms):
     return xr.DataArray(ref.values, dims=(STIMULUS, STIMULUS_))
 
 
-def _layers_arg(value: str | None) -> Sequence[str] | None:
-    return [s.strip() for s in value.split(",") if s.strip()] if value else None
-
-
-# ------------------------------------------------------------------- command line
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
     import sys
