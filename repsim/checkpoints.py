@@ -42,6 +42,7 @@ __all__ = [
     "load",
     "read_history",
     "read_meta",
+    "read_table",
     "read_tensors",
     "resolve_factory",
     "save",
@@ -54,6 +55,8 @@ META = "checkpoint.json"
 MODEL = "model.safetensors"
 EXTRAS = "extras.safetensors"
 HISTORY = "history.csv"
+#: Optional tidy table (step, epoch, position, measure, value) of synthetic-gradient quality.
+SG_QUALITY = "sg_quality.csv"
 SNAPSHOTS = "snapshots"
 
 
@@ -101,6 +104,7 @@ def save(
     extras_metadata: Mapping[str, str] | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
     snapshots: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
+    tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically, replacing any previous one at ``path``.
 
@@ -117,6 +121,8 @@ def save(
         Optional tensors and string metadata for ``extras.safetensors``.
     history
         Rows of ``history.csv`` (dicts with the same keys).
+    tables
+        Other CSV files: file name (e.g. :data:`SG_QUALITY`) → rows.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,11 +135,15 @@ def save(
         _save_tensors(model_state, tmp / MODEL)
         if extras:
             _save_tensors(extras, tmp / EXTRAS, extras_metadata)
-        if history:
-            with (tmp / HISTORY).open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        for name, rows in ({HISTORY: history} | dict(tables or {})).items():
+            if not rows:
+                continue
+            if Path(name).name != name or not name.endswith(".csv"):
+                raise ValueError(f"table names are plain file names ending in .csv, got {name!r}")
+            with (tmp / name).open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
-                writer.writerows(history)
+                writer.writerows(rows)
         if (path / SNAPSHOTS).is_dir() or snapshots:
             (tmp / SNAPSHOTS).mkdir()
         if (path / SNAPSHOTS).is_dir():
@@ -188,7 +198,12 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 def read_history(path: str | os.PathLike) -> list[dict[str, str]]:
     """Rows of a checkpoint's ``history.csv`` (empty when there is none)."""
-    file = Path(path) / HISTORY
+    return read_table(path, HISTORY)
+
+
+def read_table(path: str | os.PathLike, name: str) -> list[dict[str, str]]:
+    """Rows (as strings) of the CSV file ``name`` of a checkpoint (empty when absent)."""
+    file = Path(path) / name
     if not file.is_file():
         return []
     with file.open(newline="") as f:

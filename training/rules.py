@@ -169,6 +169,63 @@ class SyntheticGradients(nn.Module):
         self.last_targets = targets
         return Step(loss.detach(), logits.detach(), {"sg_loss": sg_loss.detach()})
 
+    def quality(
+        self, model: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+    ) -> dict[str, torch.Tensor]:
+        """How good the synthetic gradients are on one batch (the paper's Section 4).
+
+        Computes, without changing any parameter or buffer (BatchNorm's running
+        statistics are restored) and without touching ``.grad``:
+
+        - the true gradient ``dL/dh_k`` at each SG position, by one backward pass through
+          an uncut copy of the graph;
+        - SG_k's output on ``(h_k, y)``;
+        - the target SG_k is trained on: the gradient the blocks above send down, i.e. the
+          true gradient for the topmost SG, the gradient bootstrapped from SG_{k+1} else.
+
+        All three are per-example gradients (``B × dL/dh_k`` for the batch-mean loss, as
+        SG_k predicts them) and are compared over the whole batch as one vector.
+
+        Returns
+        -------
+        dict
+            Measure → tensor ``[K]`` over the positions (in ``self.positions`` order):
+            ``sg_cosine`` and ``sg_relative_error`` (‖SG_k − g_k‖ / ‖g_k‖, with g_k the true
+            gradient) for SG_k's output, ``target_cosine`` and ``target_relative_error`` for
+            its training target. A cosine with a zero vector (SG_k = 0 at initialisation)
+            is 0; a relative error against a zero true gradient is NaN.
+        """
+        buffers = [b.clone() for b in model.buffers()]
+        n = len(x)
+        try:
+            with torch.enable_grad():
+                hs_true, h, cut = [], x, set(self.positions)
+                for k, block in enumerate(model.blocks, start=1):
+                    h = block(h)
+                    if k in cut:
+                        hs_true.append(h)
+                loss = loss_fn(model.out(h), y)
+                true = torch.stack(torch.autograd.grad(loss, hs_true)) * n
+                logits, hs, us = forward_cut(model, x, self.positions)
+                loss = loss_fn(logits, y)
+                g = self.predict(torch.stack(hs).detach(), y).detach()
+                pushed = [torch.ones_like(loss), *(g / n).unbind(0)]
+                targets = torch.stack(torch.autograd.grad([loss, *hs], us, pushed)) * n
+        finally:
+            with torch.no_grad():
+                for saved, b in zip(buffers, model.buffers(), strict=True):
+                    b.copy_(saved)
+        true, g, targets = (t.flatten(1).double() for t in (true, g, targets))
+        norm = true.norm(dim=1)
+        out = {}
+        for name, est in (("sg", g), ("target", targets)):
+            denom = est.norm(dim=1) * norm
+            cos = (est * true).sum(1) / denom
+            out[f"{name}_cosine"] = torch.where(denom > 0, cos, torch.zeros_like(cos))
+            err = (est - true).norm(dim=1) / norm
+            out[f"{name}_relative_error"] = torch.where(norm > 0, err, torch.nan)
+        return out
+
 
 class DirectFeedback(nn.Module):
     """``dfa`` / ``kickback``: the output error reaches every hidden output directly.

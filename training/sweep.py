@@ -19,13 +19,49 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from repsim import datasets
 from repsim.checkpoints import read_history
 from training.train import TrainConfig, add_config_arguments, run
 
+#: The paper's setting (Czarnecki et al. 2017, Supplementary C): "feed forward networks with
+#: h layers of 512 hidden relu units followed by batch normalisation layers. The final layer
+#: is a regular 10-class softmax layer. Inputs were scaled to [0, 1] interval, besides that
+#: there was no preprocessing applied"; "the Adam optimiser with a learning rate of 3e-5.
+#: This applies to both main model and to SG module"; h = 20 for the RDMs (Figure 7) and
+#: weight norms (Figure 5); MNIST, 60,000 / 10,000.
+#:
+#: Choices the paper leaves open, made here:
+#:
+#: - batch size 128 (not stated);
+#: - number of steps (not stated; its Supplementary C mentions runs of "100k iterations"
+#:   only for the SG-without-activations experiment): 20 epochs (9,360 steps), enough for
+#:   ``bp`` to pass 99.5 % training accuracy on all 60,000 digits on every seed (the
+#:   REPORT gives the epoch where it does);
+#: - ``sg-full`` (an SG after each of the 20 blocks) trains for 60 epochs (28,080 steps):
+#:   a bootstrapped chain of 20 SGs learns more slowly than the other three rules (96 %
+#:   training accuracy after 20 epochs), and the paper compares converged networks
+#:   ("functionally the networks perform identically"). This is the only per-run change
+#:   (:data:`RUN_OVERRIDES`); the ``sg`` rule itself is Table 1's;
+#: - weight decay 1e-4 as an L2 term on the Linear weights (the paper: "a small L2 penalty
+#:   added to weights to make norm correspond roughly to amount of computation", size not
+#:   stated);
+#: - initialisation: PyTorch's default for Linear layers (not stated);
+#: - the last incomplete batch of each epoch is dropped (drawn afresh each epoch);
+#: - synthetic-gradient quality is measured every 100 steps (``sg_quality_every``; changes
+#:   nothing in training).
+PAPER = TrainConfig(
+    depth=20, width=512, activation="relu", batchnorm=True, data="mnist", epochs=20,
+    batch_size=128, lr=3e-5, weight_decay=1e-4, sg_quality_every=100,
+)  # fmt: skip
+
 PRESETS: dict[str, TrainConfig] = {
-    # The paper's net: 20 blocks of 512 ReLU units with batch norm, on the embedded data.
-    "paper": TrainConfig(depth=20, width=512, epochs=30, batch_size=128, lr=3e-4),
-    # The same four runs on a small net: under 2 minutes for all four on 2 CPU cores.
+    "paper": PAPER,
+    # The paper's network and optimiser on the embedded 5,000-digit subset (4,000 to train),
+    # for machines without full MNIST: 31 steps an epoch, so more epochs for the same
+    # training accuracy (see RUN_OVERRIDES for sg-full).
+    "paper-5k": dataclasses.replace(PAPER, data="mnist-5k", epochs=300, sg_quality_every=31),
+    # The same four runs on a small net and a larger step: under 2 minutes for all four
+    # on 2 CPU cores; for the demo and the tests, not for conclusions.
     "quick": TrainConfig(depth=8, width=128, epochs=20, batch_size=128, lr=1e-3),
 }
 RUNS: dict[str, dict[str, str]] = {
@@ -33,6 +69,11 @@ RUNS: dict[str, dict[str, str]] = {
     "sg-single": {"method": "sg", "sg_layers": "middle"},
     "sg-full": {"method": "sg", "sg_layers": "all"},
     "dfa": {"method": "dfa"},
+}
+#: Settings a preset gives one run on top of its own (explicit, and printed by the sweep).
+RUN_OVERRIDES: dict[str, dict[str, dict]] = {
+    "paper": {"sg-full": {"epochs": 60}},
+    "paper-5k": {"sg-full": {"epochs": 900}},
 }
 
 
@@ -50,7 +91,9 @@ def configs(
     for label in runs:
         for seed in seeds:
             name = label if len(seeds) == 1 else f"{label}/seed-{seed}"
-            out[name] = dataclasses.replace(PRESETS[preset], **overrides, **RUNS[label], seed=seed)
+            extra = RUN_OVERRIDES.get(preset, {}).get(label, {})
+            settings = {**extra, **overrides, **RUNS[label], "seed": seed}
+            out[name] = dataclasses.replace(PRESETS[preset], **settings)
     return out
 
 
@@ -82,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = configs(args.preset, args.methods.split(","), args.seeds, **overrides)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # a missing dataset is found now, not after the first runs have trained
+        for data in dict.fromkeys(cfg.data for cfg in plan.values()):
+            for split in ("train", "test"):
+                datasets.find(data, split)
+    except datasets.DatasetNotFoundError as err:
+        print(f"error: preset {args.preset!r} needs {err}", file=sys.stderr)
         return 2
     rows = []
     for name, cfg in plan.items():

@@ -49,6 +49,10 @@ class TrainConfig:
     signal vanishes under it, where it is per-class sigmoid cross-entropy (``bce``).
     ``weight_decay``: an L2 penalty on the Linear weights, added to the gradient (not
     decoupled), so that weight norms track what each layer computes.
+    ``sg_quality_every``: every N optimizer steps (0: never), measure how close each
+    synthetic gradient and its bootstrapped target are to the true gradient on the current
+    batch (:meth:`training.rules.SyntheticGradients.quality`; changes nothing) and write the
+    tidy table ``sg_quality.csv`` (step, epoch, position, measure, value) into the checkpoint.
     """
 
     method: str = "bp"
@@ -66,6 +70,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     snapshots: tuple[int, ...] = ()
+    sg_quality_every: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,6 +81,14 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if (
+            isinstance(self.sg_quality_every, bool)
+            or not isinstance(self.sg_quality_every, int)
+            or self.sg_quality_every < 0
+        ):
+            raise ValueError(
+                f"sg_quality_every must be a whole number of steps >= 0 (0: off), got {self.sg_quality_every!r}"
+            )
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (BatchNorm needs two examples)")
         if self.activation not in ACTIVATIONS:
@@ -165,6 +178,13 @@ def evaluate(
     return total / len(X), correct / len(X)
 
 
+def _quality_row(row: dict[str, str]) -> dict:
+    """A row of ``sg_quality.csv`` as read back (strings) with its types restored."""
+    return {"step": int(row["step"]), "epoch": int(row["epoch"]),
+            "position": int(row["position"]), "measure": row["measure"],
+            "value": float(row["value"])}  # fmt: skip
+
+
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
     """Adam's state_dict as flat tensors plus its param_groups as JSON."""
     import json
@@ -222,6 +242,18 @@ def _meta(cfg: TrainConfig, model: MLP, out: Path, epoch: int, history: list[dic
     }
 
 
+def _stored_config(meta: dict) -> dict | None:
+    """A checkpoint's config, with the defaults of TrainConfig fields added since it was
+    written (so that adding an option does not orphan older checkpoints)."""
+    stored = meta.get("config")
+    if not isinstance(stored, dict):
+        return None
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {k: stored.get(k, defaults[k]) for k in defaults} | {
+        k: v for k, v in stored.items() if k not in defaults
+    }
+
+
 def train(
     cfg: TrainConfig,
     out: str | Path | None = None,
@@ -256,12 +288,14 @@ def train(
     optimizer = make_optimizer(cfg, model, rule)
     loss_fn = LOSSES[cfg.loss_name]
     history: list[dict] = []
+    quality: list[dict] = []  # rows of sg_quality.csv
+    monitor = cfg.sg_quality_every > 0 and hasattr(rule, "quality")
     start = 1
 
     out = Path(out) if out is not None else None
     if out is not None and (out / checkpoints.META).exists():
         meta = checkpoints.read_meta(out)
-        if meta.get("config") != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
+        if _stored_config(meta) != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
             raise ValueError(
                 f"{out} holds a run with another configuration ({meta.get('config')}); "
                 "choose another --out, or delete it to start over"
@@ -274,6 +308,7 @@ def train(
         optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
         history = [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
                    for row in checkpoints.read_history(out)]  # fmt: skip
+        quality = [_quality_row(row) for row in checkpoints.read_table(out, checkpoints.SG_QUALITY)]
         start = meta["epoch"] + 1
         if start <= cfg.epochs and progress:
             print(f"{out}: resuming after epoch {meta['epoch']} of {cfg.epochs}", file=sys.stderr)
@@ -291,8 +326,12 @@ def train(
         bar = tqdm(range(steps), desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", disable=not progress,
                    leave=False, unit="step")  # fmt: skip
         sums = torch.zeros(3, device=dev)
+        measured = []  # (step, {measure: [K] tensor}), turned into rows once per epoch
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size].to(dev)
+            step = (epoch - 1) * steps + i  # optimizer steps taken so far
+            if monitor and step % cfg.sg_quality_every == 0:
+                measured.append((step, rule.quality(model, X[idx], y[idx], loss_fn)))
             optimizer.zero_grad(set_to_none=True)
             result = rule.step(model, X[idx], y[idx], loss_fn)
             optimizer.step()
@@ -315,6 +354,11 @@ def train(
                "batch_accuracy": batch_acc, "sg_loss": sg_loss,
                "time_s": time.perf_counter() - t0}  # fmt: skip
         history.append(row)
+        for step, values in measured:
+            for measure, per_position in values.items():
+                for position, value in zip(rule.positions, per_position.tolist(), strict=True):
+                    quality.append({"step": step, "epoch": epoch, "position": position,
+                                    "measure": measure, "value": value})  # fmt: skip
         if progress:
             tqdm.write(f"{cfg.method} epoch {epoch:3d}  train {train_loss:.4f} / {train_acc:.4f}  "
                        f"test {test_loss:.4f} / {test_acc:.4f}  {row['time_s']:.1f}s", file=sys.stderr)  # fmt: skip
@@ -325,6 +369,7 @@ def train(
                 out, _meta(cfg, model, out, epoch, history, dev), model.state_dict(),
                 extras=extras, extras_metadata={"optim_param_groups": groups}, history=history,
                 snapshots={epoch: model.state_dict()} if epoch in cfg.snapshots else None,
+                tables={checkpoints.SG_QUALITY: quality} if quality else None,
             )  # fmt: skip
         if callback is not None:
             callback(epoch, row)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from repsim import checkpoints
+from repsim import checkpoints, datasets
 from training import sweep
 from training.model import MLP
-from training.train import TrainConfig, main, train
+from training.train import TrainConfig, build, main, make_optimizer, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = TrainConfig(depth=3, width=32, epochs=3, batch_size=64, lr=1e-3)
@@ -181,12 +181,44 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed", "straight"]  # no debris
 
 
+def test_paper_preset_is_the_papers_setting():
+    """Supplementary C: 20 × 512 ReLU + BatchNorm, softmax readout, MNIST, Adam 3e-5 for the
+    network and every SG module (one optimiser, one learning rate)."""
+    plan = sweep.configs("paper", list(sweep.RUNS), [0])
+    for name, cfg in plan.items():
+        assert (cfg.depth, cfg.width, cfg.activation, cfg.batchnorm) == (20, 512, "relu", True)
+        assert (cfg.data, cfg.lr, cfg.batch_size, cfg.loss_name) == ("mnist", 3e-5, 128, "ce")
+        assert cfg.epochs == (60 if name == "sg-full" else 20), name
+    assert plan["sg-single"].sg_positions == (11,)
+    assert plan["sg-full"].sg_quality_every > 0
+    model, rule = build(plan["sg-full"])
+    optimizer = make_optimizer(plan["sg-full"], model, rule)
+    assert {g["lr"] for g in optimizer.param_groups} == {3e-5}
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in rule.parameters())
+    # paper-5k: the same network and optimiser on the embedded subset
+    small = sweep.configs("paper-5k", ["bp"], [0])["bp"]
+    assert dataclasses.replace(small, data="mnist", epochs=20, sg_quality_every=100) == plan["bp"]
+    # an explicit flag beats the preset's per-run setting
+    assert sweep.configs("paper", ["sg-full"], [0], epochs=3)["sg-full"].epochs == 3
+
+
+def test_paper_sweep_without_mnist_fails_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPSIM_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(datasets, "_candidates", lambda name: [tmp_path / "nowhere" / name])
+    assert sweep.main(["--preset", "paper", "--out", str(tmp_path / "ck")]) == 2
+    err = capsys.readouterr().err
+    assert "python -m repsim.datasets download mnist" in err and "REPSIM_DATA" in err
+    assert not (tmp_path / "ck").exists()
+
+
 def test_sweep_plans_runs_and_seeds():
     plan = sweep.configs("paper", ["bp", "sg-single", "sg-full", "dfa"], [0])
     assert list(plan) == ["bp", "sg-single", "sg-full", "dfa"]
     assert plan["sg-single"].sg_positions == (11,)
     assert plan["sg-full"].sg_positions == tuple(range(1, 21))
-    assert {(c.depth, c.width, c.data) for c in plan.values()} == {(20, 512, "mnist-5k")}
+    assert {(c.depth, c.width, c.data) for c in plan.values()} == {(20, 512, "mnist")}
     plan = sweep.configs("quick", ["dfa"], [0, 1], epochs=2)
     assert list(plan) == ["dfa/seed-0", "dfa/seed-1"]
     assert [c.seed for c in plan.values()] == [0, 1]
