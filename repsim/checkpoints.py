@@ -117,11 +117,19 @@ def check_destination(path: str | os.PathLike) -> Path:
     Raises
     ------
     ValueError
-        ``path`` is a file or a directory that is not a checkpoint.
+        ``path`` (or a directory above it) is a file, or a directory that is not a
+        checkpoint.
+    PermissionError
+        Nothing can be written beside ``path``.
     """
     path = Path(path).expanduser()
     if path.is_symlink():
         path = path.resolve()  # write where the link points, keep the link
+    for above in path.parents:
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                raise ValueError(f"cannot write {path}: {above} is a file, not a directory")
+            break
     _recover(path)
     if path.exists() and not path.is_dir():
         raise ValueError(
@@ -136,6 +144,13 @@ def check_destination(path: str | os.PathLike) -> Path:
                 "written by repsim); nothing was changed. Choose a new or empty output "
                 "directory"
             )
+    try:  # find a read-only file system or directory now, not after an epoch of work
+        _atomic.make_temp(path.parent, path.name).rmdir()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write a checkpoint at {path}: creating a directory in {path.parent} "
+            f"failed ({err.strerror or err}); choose an output directory where you can write"
+        ) from err
     return path
 
 

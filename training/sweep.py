@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from repsim.checkpoints import read_history
+from repsim.checkpoints import check_destination, read_history
 from training.train import TrainConfig, add_config_arguments, run
 
 PRESETS: dict[str, TrainConfig] = {
@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = configs(args.preset, args.methods.split(","), args.seeds, **overrides)
     except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:  # every output directory, before the first run trains
+        for name in plan:
+            check_destination(args.out / name)
+    except (ValueError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = []
