@@ -92,9 +92,12 @@ def _save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata=None
 
 def _recover(path: Path) -> None:
     """Finish a save that died between its two renames; remove dead writers' temporaries."""
-    _atomic.recover(path, complete=META)
-    if path.parent.is_dir():
-        _atomic.clean_stale(path.parent, path.name)
+    try:
+        _atomic.recover(path, complete=META)
+        if path.parent.is_dir():
+            _atomic.clean_stale(path.parent, path.name)
+    except OSError:  # a read-only tree: read what is there; a writer will fail clearly
+        pass
 
 
 def _is_ours(path: Path) -> bool:
