@@ -16,16 +16,18 @@ never a mixture.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import dataclasses
 import difflib
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import pickle
 import shutil
-import tempfile
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -34,12 +36,17 @@ from typing import Any
 
 import torch
 
+from repsim import _atomic
+
 __all__ = [
     "FORMAT_VERSION",
-    "TRUSTED_PACKAGES",
+    "MAX_MODEL_BYTES",
+    "MODEL_MODULES",
     "CheckpointInfo",
+    "check_destination",
     "discover",
     "load",
+    "model_factory",
     "read_history",
     "read_meta",
     "read_table",
@@ -87,12 +94,85 @@ def _save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata=None
 
 
 def _recover(path: Path) -> None:
-    """Put back a complete previous checkpoint if a save died between its two renames."""
-    if path.exists():
-        return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*"))
-    if olds and (olds[-1] / META).is_file():
-        os.replace(olds[-1], path)
+    """Finish a save that died between its two renames; remove dead writers' temporaries."""
+    try:
+        _atomic.recover(path, complete=META)
+        if path.parent.is_dir():
+            _atomic.clean_stale(path.parent, path.name)
+    except OSError:  # a read-only tree: read what is there; a writer will fail clearly
+        pass
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether directory ``path`` is a checkpoint (its ``checkpoint.json`` says so)."""
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "format_version" in meta
+
+
+def check_destination(path: str | os.PathLike) -> Path:
+    """Refuse to write a checkpoint over anything that is not one; return the path to use.
+
+    ``path`` may be missing, an empty directory, or a checkpoint directory (which is then
+    replaced, keeping files it holds that a save does not write). A file, or a directory
+    with content but no ``checkpoint.json`` of ours, is refused: repsim deletes nothing it
+    did not write. A save killed between its two renames is completed first.
+
+    Raises
+    ------
+    ValueError
+        ``path`` (or a directory above it) is a file, or a directory that is not a
+        checkpoint.
+    PermissionError
+        Nothing can be written beside ``path``.
+    """
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        path = path.resolve()  # write where the link points, keep the link
+    for above in path.parents:
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                raise ValueError(f"cannot write {path}: {above} is a file, not a directory")
+            break
+    _recover(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"{path} is a file, not a checkpoint directory; choose another output directory"
+        )
+    if path.is_dir() and not _is_ours(path):
+        content = sorted(p.name for p in path.iterdir())
+        if content:
+            shown = ", ".join(content[:5]) + (", …" if len(content) > 5 else "")
+            raise ValueError(
+                f"{path} exists and is not a checkpoint (it holds {shown} and no {META} "
+                "written by repsim); nothing was changed. Choose a new or empty output "
+                "directory"
+            )
+    try:  # find a read-only file system or directory now, not after an epoch of work
+        _atomic.make_temp(path.parent, path.name).rmdir()
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write a checkpoint at {path}: creating a directory in {path.parent} "
+            f"failed ({err.strerror or err}); choose an output directory where you can write"
+        ) from err
+    return path
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Recreate ``src`` at ``dst`` with hard links (copies where links are unsupported)."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        dst.mkdir()
+        for child in src.iterdir():
+            _link_tree(child, dst / child.name)
+    else:
+        try:
+            os.link(src, dst)
+        except OSError:  # a file system without hard links
+            shutil.copy2(src, dst)
 
 
 def save(
@@ -109,7 +189,9 @@ def save(
     """Write a checkpoint directory atomically, replacing any previous one at ``path``.
 
     Snapshots already in the previous checkpoint are kept (hard-linked, not copied); those
-    in ``snapshots`` (epoch → state_dict) are added.
+    in ``snapshots`` (epoch → state_dict) are added. So are other files a user put in the
+    previous checkpoint (an ``activations.zarr``, notes). ``path`` must be missing, empty,
+    or a checkpoint (:func:`check_destination`): anything else is refused, never replaced.
 
     Parameters
     ----------
@@ -124,14 +206,13 @@ def save(
     tables
         Other CSV files: file name (e.g. :data:`SG_QUALITY`) → rows.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _recover(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    path = check_destination(path)
+    tmp = _atomic.make_temp(path.parent, path.name)
     try:
-        (tmp / META).write_text(
-            json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2, default=str) + "\n"
-        )
+        if path.is_dir():  # keep what a save does not rewrite (snapshots, a user's files)
+            for old in path.iterdir():
+                if old.name not in (META, MODEL, EXTRAS, HISTORY):
+                    _link_tree(old, tmp / old.name)
         _save_tensors(model_state, tmp / MODEL)
         if extras:
             _save_tensors(extras, tmp / EXTRAS, extras_metadata)
@@ -140,29 +221,23 @@ def save(
                 continue
             if Path(name).name != name or not name.endswith(".csv"):
                 raise ValueError(f"table names are plain file names ending in .csv, got {name!r}")
+            # a file kept from the previous checkpoint is a hard link: never write through it
+            (tmp / name).unlink(missing_ok=True)
             with (tmp / name).open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-        if (path / SNAPSHOTS).is_dir() or snapshots:
-            (tmp / SNAPSHOTS).mkdir()
-        if (path / SNAPSHOTS).is_dir():
-            for old in (path / SNAPSHOTS).iterdir():
-                try:
-                    os.link(old, tmp / SNAPSHOTS / old.name)
-                except OSError:  # a file system without hard links
-                    shutil.copy2(old, tmp / SNAPSHOTS / old.name)
+        if snapshots:
+            (tmp / SNAPSHOTS).mkdir(exist_ok=True)
         for epoch, state in (snapshots or {}).items():
+            # a linked file of the same name shares its data with the previous checkpoint
+            (tmp / SNAPSHOTS / f"epoch-{epoch}.safetensors").unlink(missing_ok=True)
             _save_tensors(state, tmp / SNAPSHOTS / f"epoch-{epoch}.safetensors")
-        if path.exists():
-            # rename cannot replace a non-empty directory: move the old one aside first
-            # (_recover puts it back if we die between the two renames)
-            old = path.parent / f".{path.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        # written last: a temporary with checkpoint.json is complete (see _atomic.recover)
+        (tmp / META).write_text(
+            json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2, default=str) + "\n"
+        )
+        _atomic.swap(tmp, path, tmp, path.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -212,10 +287,38 @@ def read_table(path: str | os.PathLike, name: str) -> list[dict[str, str]]:
 
 # ------------------------------------------------------------------- loading
 
-#: Packages whose callables a ``checkpoint.json`` may name as its ``model.factory``.
-#: Anything else is imported only when the user asks for it (``model=``/``--model``) or
-#: passes ``trust=True``/``--trust``: a JSON file must not choose what code repsim runs.
-TRUSTED_PACKAGES = ("repsim", "training", "torch.nn")
+#: Modules whose ``torch.nn.Module`` classes a ``checkpoint.json`` may name as its
+#: ``model.factory`` (with their submodules). Functions join them only through
+#: :func:`model_factory`. Anything else is built only when the user names it
+#: (``model=``/``--model``) or passes ``trust=True``/``--trust``: a JSON file may choose a
+#: model to build, never code to run.
+MODEL_MODULES = ("torch.nn", "training.model")
+#: Default ceiling on a model's parameters and buffers, checked before they are allocated.
+MAX_MODEL_BYTES = 4 << 30
+
+_FACTORIES: dict[int, Callable[..., Any]] = {}  # id → function registered by model_factory
+# set while a factory named by a file runs: a load() it calls trusts nothing it is given
+_BUILDING_FROM_FILE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "_BUILDING_FROM_FILE", default=False
+)
+
+
+def model_factory(fn: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+    """Register a function that builds a model, so that a ``checkpoint.json`` may name it.
+
+    Use it as a decorator on a function that only constructs a ``torch.nn.Module`` from
+    JSON-like arguments. The function's module must be imported before the checkpoint is
+    loaded, or be in :data:`MODEL_MODULES` (a checkpoint cannot make repsim import it).
+
+    Examples
+    --------
+    >>> @model_factory
+    ... def tiny(width: int = 4) -> torch.nn.Module:
+    ...     return torch.nn.Linear(3, width)
+    """
+    _FACTORIES[id(fn)] = fn
+    return fn
+
 
 _STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 _EXTERNAL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".jit")
@@ -273,16 +376,27 @@ def weights_sha256(state: Mapping[str, torch.Tensor] | torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _trusted(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in TRUSTED_PACKAGES)
+def _within(module: str, packages: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _is_model_constructor(obj: Any) -> bool:
+    """A registered factory, or a ``torch.nn.Module`` class from :data:`MODEL_MODULES`."""
+    if _FACTORIES.get(id(obj)) is obj:
+        return True
+    return (
+        isinstance(obj, type)
+        and issubclass(obj, torch.nn.Module)
+        and _within(obj.__module__, MODEL_MODULES)
+    )
 
 
 def resolve_factory(spec: str, *, trust: bool = False) -> Callable[..., Any]:
     """The callable named by ``"package.module:attribute"``.
 
-    Unless ``trust`` is true, the module must belong to :data:`TRUSTED_PACKAGES` and so
-    must whatever the attribute resolves to (``torch.nn.functional:torch.load`` is refused
-    though it is reachable from ``torch.nn``).
+    Unless ``trust`` is true it must be a model constructor: a ``torch.nn.Module`` class
+    defined in :data:`MODEL_MODULES`, or a function registered with :func:`model_factory`;
+    and its module must be one of those or already imported (importing runs code).
 
     Examples
     --------
@@ -299,12 +413,14 @@ def resolve_factory(spec: str, *, trust: bool = False) -> Callable[..., Any]:
     if any(p.startswith("_") for p in parts + module_name.split(".")):
         raise ValueError(f"model factory {spec!r}: private names (starting with '_') are refused")
     refusal = (
-        f"model factory {spec!r} is outside the trusted packages {', '.join(TRUSTED_PACKAGES)}; "
-        "importing it would run its code. If you trust this checkpoint, pass trust=True "
-        "(command line: --trust), or name the factory yourself with model=/--model"
+        f"model factory {spec!r} is not a model constructor that a checkpoint may name (a "
+        f"torch.nn.Module class from {' or '.join(MODEL_MODULES)}, or a function registered "
+        "with @repsim.checkpoints.model_factory); building it could run any code. If you "
+        "trust this checkpoint, pass trust=True (command line: --trust), or name the factory "
+        "yourself with model=/--model"
     )
-    if not trust and not _trusted(module_name):
-        raise PermissionError(refusal)
+    if not trust and not (_within(module_name, MODEL_MODULES) or module_name in sys.modules):
+        raise PermissionError(refusal + f" (importing {module_name} would run its code)")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:
@@ -322,8 +438,10 @@ def resolve_factory(spec: str, *, trust: bool = False) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise ValueError(f"model factory {spec!r} is not callable (it is a {type(obj).__name__})")
-    if not trust and not _trusted(getattr(obj, "__module__", None) or ""):
-        raise PermissionError(refusal + f" (it resolves to {getattr(obj, '__module__', '?')})")
+    if not trust and not _is_model_constructor(obj):
+        kind = "class" if isinstance(obj, type) else type(obj).__name__
+        found = f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', '?')}"
+        raise PermissionError(refusal + f" (it resolves to {kind} {found})")
     return obj
 
 
@@ -373,42 +491,42 @@ def _describe_keys(keys: Sequence[str], shapes: Mapping[str, Any], limit: int = 
     return ", ".join(listed) + more
 
 
-def _load_state(
-    model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool, source: str
-) -> None:
-    """``load_state_dict`` with errors that list the offending keys and shapes."""
-    expected = model.state_dict()
-    state = dict(state)
-    if not set(state) & set(expected):
-        for prefix in ("module.", "model.", "_orig_mod."):  # DataParallel, wrappers, compile
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix) :]: v for k, v in state.items()}
+def _match(
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, tuple[int, ...]],
+    *,
+    strict: bool,
+    source: str,
+    warn: bool = True,
+) -> str:
+    """Check a file's key → shape against a model's; the prefix to strip from the file's keys.
+
+    Raises ValueError listing mis-shaped keys (always) and missing or unexpected keys
+    (``strict``); warns about the latter otherwise.
+    """
+    prefix = ""
+    if not set(found) & set(expected):
+        for p in ("module.", "model.", "_orig_mod."):  # DataParallel, wrappers, compile
+            if found and all(k.startswith(p) for k in found):
+                prefix = p
                 break
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
+    found = {k[len(prefix) :]: tuple(v) for k, v in found.items()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [k for k in expected if k in found and found[k] != tuple(expected[k])]
     problems = []
     if mismatched:
         problems.append(
             "shape mismatch: "
             + ", ".join(
-                f"{k} is {tuple(state[k].shape)} in the file but {tuple(expected[k].shape)} "
-                "in the model"
+                f"{k} is {found[k]} in the file but {tuple(expected[k])} in the model"
                 for k in mismatched[:12]
             )
         )
     if strict and missing:
-        problems.append(
-            "missing from the file: "
-            + _describe_keys(missing, {k: v.shape for k, v in expected.items()})
-        )
+        problems.append("missing from the file: " + _describe_keys(missing, expected))
     if strict and unexpected:
-        problems.append(
-            "not in the model: "
-            + _describe_keys(unexpected, {k: v.shape for k, v in state.items()})
-        )
+        problems.append("not in the model: " + _describe_keys(unexpected, found))
     if problems:
         hint = (
             "check that the factory and its kwargs build the architecture the weights came "
@@ -419,13 +537,38 @@ def _load_state(
         raise ValueError(
             f"weights in {source} do not fit the model: " + "; ".join(problems) + f". {hint}"
         )
-    if missing or unexpected:
+    if warn and (missing or unexpected):
         warnings.warn(
             f"strict=False: {len(missing)} model keys left at their initial values "
             f"({', '.join(missing[:5])}), {len(unexpected)} file keys ignored "
             f"({', '.join(unexpected[:5])})",
-            stacklevel=3,
+            stacklevel=4,
         )
+    return prefix
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key → shape of a safetensors file, from its header alone (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+
+
+def _load_state(
+    model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, strict: bool, source: str
+) -> None:
+    """``load_state_dict`` with errors that list the offending keys and shapes."""
+    expected = model.state_dict()
+    prefix = _match(_shapes(expected), _shapes(state), strict=strict, source=source)
+    state = {k[len(prefix) :]: v for k, v in state.items()}
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
@@ -437,22 +580,96 @@ def _factory_name(factory: Any) -> str:
     )
 
 
+def _is_plain(value: Any) -> bool:
+    """A JSON scalar, or a list or string-keyed dict of them (no object, no callable)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _construct(build: Callable, kwargs: dict, name: str, device: str | None) -> Any:
+    """``build(**kwargs)`` (on ``device``), its failures as one-line ValueErrors."""
+    try:
+        if device is None:
+            return build(**kwargs)
+        with torch.device(device):
+            return build(**kwargs)
+    except Exception as err:  # a factory's own checks raise anything: report them all alike
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"model factory {name!r} failed with kwargs {kwargs}: {type(err).__name__}: {first}"
+        ) from err
+
+
 def _build(
-    factory: str | Callable, kwargs: Mapping[str, Any] | None, *, trust: bool
+    factory: str | Callable,
+    kwargs: Mapping[str, Any] | None,
+    *,
+    trust: bool,
+    from_file: bool = False,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    strict: bool = True,
+    source: str = "",
+    max_bytes: int = MAX_MODEL_BYTES,
 ) -> torch.nn.Module:
+    """The model, built first on the meta device and checked before anything is allocated.
+
+    ``from_file``: factory or kwargs come from ``checkpoint.json`` (kwargs must be JSON
+    values, and a ``load`` the factory calls trusts nothing). ``shapes``: key → shape of the
+    weights to load, compared with the model's before it is allocated.
+    """
     build = factory if callable(factory) else resolve_factory(factory, trust=trust)
-    factory = _factory_name(factory)
+    name = _factory_name(factory)
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ValueError(f"model kwargs must be a JSON object, got {kwargs!r}")
+    kwargs = dict(kwargs or {})
+    if from_file and (bad := [k for k, v in kwargs.items() if not _is_plain(v)]):
+        raise ValueError(f"model kwargs {', '.join(bad)} are not JSON values")
     try:
-        model = build(**dict(kwargs or {}))
-    except TypeError as err:
-        raise ValueError(
-            f"model factory {factory!r} rejected kwargs {dict(kwargs or {})}: {err}"
-        ) from err
+        signature = inspect.signature(build)
+    except (TypeError, ValueError):  # some builtins have none
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as err:
+            raise ValueError(
+                f"model factory {name!r} rejected kwargs {kwargs}: {err}; "
+                f"its parameters are {signature}"
+            ) from err
+    token = _BUILDING_FROM_FILE.set(_BUILDING_FROM_FILE.get() or from_file)
+    try:
+        try:
+            meta = _construct(build, kwargs, name, "meta")
+        except ValueError:
+            meta = None  # it cannot be built on the meta device: build it for real below
+        if meta is not None:
+            if not isinstance(meta, torch.nn.Module):
+                raise ValueError(
+                    f"model factory {name!r} returned a {type(meta).__name__}, "
+                    "not a torch.nn.Module"
+                )
+            if shapes is not None:
+                _match(_shapes(meta.state_dict()), shapes, strict=strict, source=source, warn=False)
+            size = sum(t.numel() * t.element_size() for t in (*meta.parameters(), *meta.buffers()))
+            if size > max_bytes:
+                raise ValueError(
+                    f"model factory {name!r} with kwargs {kwargs} builds a model of "
+                    f"{size / 2**30:,.1f} GiB of parameters and buffers, over the limit of "
+                    f"{max_bytes / 2**30:,.1f} GiB; if that is intended, raise it with "
+                    "max_model_bytes= (command line: --max-model-gb)"
+                )
+            del meta
+        model = _construct(build, kwargs, name, None)
+    finally:
+        _BUILDING_FROM_FILE.reset(token)
     if not isinstance(model, torch.nn.Module):
         raise ValueError(
-            f"model factory {factory!r} returned a {type(model).__name__}, not a torch.nn.Module"
+            f"model factory {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
         )
     return model
 
@@ -477,11 +694,13 @@ def load(
     layers: Sequence[str] | None = None,
     trust: bool = False,
     strict: bool = True,
+    max_model_bytes: int | None = None,
 ) -> tuple[torch.nn.Module, CheckpointInfo]:
     """Rebuild a network from a checkpoint directory or an external weights file.
 
     Nothing is unpickled except tensors: weights come from safetensors or from
-    ``torch.load(weights_only=True)``.
+    ``torch.load(weights_only=True)``. A ``checkpoint.json`` may only name a model
+    constructor (:func:`resolve_factory`) with JSON kwargs, unless ``trust``.
 
     Parameters
     ----------
@@ -499,10 +718,15 @@ def load(
         Module names (dotted ``named_modules()`` paths) whose outputs are the hidden
         layers; default ``checkpoint.json``'s ``layers``. Required for external weights.
     trust
-        Allow ``checkpoint.json`` to name a factory outside :data:`TRUSTED_PACKAGES`.
+        Let ``checkpoint.json`` name any callable as its factory, not only a model
+        constructor (see :func:`resolve_factory`): only for checkpoints you trust.
     strict
         Refuse weights files with missing or unexpected keys (shape mismatches are
         always refused).
+    max_model_bytes
+        Refuse a model whose parameters and buffers exceed this many bytes (default
+        :data:`MAX_MODEL_BYTES`, 4 GiB), before it is allocated. The model is first built
+        on the meta device and its keys and shapes checked against the weights file.
 
     Returns
     -------
@@ -515,17 +739,33 @@ def load(
     >>> info.layers[:2], info.metrics["test_accuracy"]  # doctest: +SKIP
     (('block1', 'block2'), 0.933)
     """
+    if _BUILDING_FROM_FILE.get():  # called by a factory that a file named: trust nothing
+        trust, user_named = False, False
+    else:
+        user_named = model is not None
+    max_bytes = MAX_MODEL_BYTES if max_model_bytes is None else max_model_bytes
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         meta = read_meta(path)
         spec = meta.get("model") or {}
+        if not isinstance(spec, Mapping):
+            raise ValueError(
+                f"{path / META}: 'model' must be a JSON object such as "
+                '{"factory": "training.model:MLP", "kwargs": {...}}, '
+                f"got a {type(spec).__name__} ({spec!r})"
+            )
         factory = model or spec.get("factory")
         if not factory:
             raise ValueError(
                 f"{path / META} has no model.factory; pass model='package.module:callable'"
             )
         kwargs = model_kwargs if model_kwargs is not None else spec.get("kwargs")
-        net = _build(factory, kwargs, trust=trust or model is not None)
+        net = _build(
+            factory, kwargs, trust=trust or user_named,
+            from_file=not user_named or model_kwargs is None,
+            shapes=_header_shapes(path / MODEL), strict=strict, source=str(path / MODEL),
+            max_bytes=max_bytes,
+        )  # fmt: skip
         state, _ = read_tensors(path / MODEL)
         _load_state(net, state, strict=strict, source=str(path / MODEL))
         source_layers = layers if layers is not None else meta.get("layers")
@@ -572,7 +812,10 @@ def load(
                 "model='package.module:callable' (command line: --model pkg.mod:build) "
                 "and, if it needs them, model_kwargs"
             )
-        net = _build(model, model_kwargs, trust=True)
+        net = _build(
+            model, model_kwargs, trust=trust or user_named, from_file=not user_named,
+            shapes=_shapes(state), strict=strict, source=str(path), max_bytes=max_bytes,
+        )  # fmt: skip
         _load_state(net, state, strict=strict, source=str(path))
         factory = _factory_name(model)
     info = CheckpointInfo(

@@ -42,7 +42,7 @@ import torch
 
 from repsim import checkpoints, datasets
 from repsim.devices import resolve_device
-from repsim.store import STIMULUS, UNIT, RunWriter, read_run_attrs
+from repsim.store import STIMULUS, UNIT, RunWriter, check_run_name, read_run_attrs
 
 __all__ = ["ExtractResult", "extract", "extract_to_zarr", "layer_names", "main"]
 
@@ -395,7 +395,8 @@ def extract_to_zarr(
     store
         Path of the ``.zarr`` store; other runs in it are left alone.
     run
-        The run's name in the store (``"bp"``, ``"bp/seed-1"``).
+        The run's name in the store (``"bp"``, ``"bp/seed-1"``): relative, with no empty,
+        ``.``, ``..`` or hidden parts (ValueError otherwise).
     provenance
         Extra JSON-serialisable attributes for the run (checkpoint path, dataset, the
         stimulus selection); weights and stimuli hashes, layers and versions are added.
@@ -413,6 +414,7 @@ def extract_to_zarr(
     from repsim.store import STORE_FORMAT, open_activations
 
     store = Path(store)
+    check_run_name(run)  # "../x", "/x", ".x" would write outside the store or hide in it
     inputs, n, labels, indices = _as_stimuli(inputs, labels, indices)
     _parse_layers(model, layers)  # fail before hashing anything
     attrs = {
@@ -513,7 +515,12 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust",
         action="store_true",
-        help="let checkpoint.json name a model factory outside the trusted packages",
+        help="let checkpoint.json name any callable as its model factory, not only a model class (runs its code)",
+    )
+    p.add_argument(
+        "--max-model-gb",
+        type=float,
+        help="refuse models whose parameters and buffers exceed this size (default: 4)",
     )
     p.add_argument(
         "--no-strict",
@@ -528,6 +535,14 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
 def output_dir(path: Path) -> Path:
     """Where a command writes by default: the directory given, or the weights file's."""
     return path.parent if path.is_file() else path
+
+
+def _max_bytes(gb: float | None) -> int | None:
+    if gb is None:
+        return None
+    if not gb > 0:
+        raise ValueError(f"--max-model-gb must be a positive number, got {gb}")
+    return int(gb * 2**30)
 
 
 def iter_runs(
@@ -552,6 +567,7 @@ def iter_runs(
             layers=layers,
             trust=args.trust,
             strict=args.strict,
+            max_model_bytes=_max_bytes(getattr(args, "max_model_gb", None)),
         )
         yield run, model, info
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from repsim import _atomic
+
 __all__ = [
     "STIMULUS",
     "UNIT",
     "RunWriter",
+    "check_run_name",
     "iter_layers",
     "open_activations",
     "open_results",
@@ -45,34 +47,43 @@ _CHUNK_BYTES = 4 << 20  # target size of one chunk: big enough to stream, small 
 
 
 def _check_node_name(name: str, what: str) -> None:
-    if not name or "/" in name or name.startswith("__") or name in ("label", "index"):
+    if not name or "/" in name or name.startswith("__") or name in ("label", "index", ".", ".."):
         raise ValueError(
             f"{what} {name!r} cannot name a zarr group (empty, contains '/', starts with '__', "
-            "or is 'label'/'index')"
+            "or is 'label', 'index', '.' or '..')"
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def check_run_name(run: str) -> str:
+    """``run`` if it can name a run inside a store: slash-separated, relative, no hidden parts.
+
+    Raises ValueError for a name that would reach outside the store or hide in it
+    (``../victim``, ``/abs``, ``a//b``, ``.git``).
+    """
+    if not isinstance(run, str) or not run:
+        raise ValueError(f"run name must be a non-empty string, got {run!r}")
+    if run.startswith("/") or "\\" in run or (len(run) > 1 and run[1] == ":"):
+        raise ValueError(
+            f"run name {run!r} is an absolute path; name runs like 'bp' or 'bp/seed-1'"
+        )
+    for part in run.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(
+                f"run name {run!r} has an empty, '.' or '..' part; name runs like 'bp' or "
+                "'bp/seed-1' (relative, inside the store)"
+            )
+        if part.startswith("."):
+            raise ValueError(
+                f"run name {run!r} has a hidden part {part!r} (starting with '.'), which is "
+                "kept for temporaries"
+            )
+        _check_node_name(part, "run name part")
+    return run
 
 
 def _clean_stale(store: Path) -> None:
-    """Remove temporaries left by writers that died (their process no longer exists)."""
-    for tmp in store.parent.glob(f".{store.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 2)[-2])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
-    for old in store.parent.glob(f".{store.name}.old-*"):
-        shutil.rmtree(old, ignore_errors=True)
+    """Remove temporaries left by writers that died (see :mod:`repsim._atomic`)."""
+    _atomic.clean_stale(store.parent, store.name)
 
 
 def _ensure_groups(store: Path, run: str) -> None:
@@ -89,7 +100,7 @@ def read_run_attrs(store: str | os.PathLike, run: str) -> dict[str, Any] | None:
     """The attributes (provenance) of one run in a store, or None when it has none."""
     import json
 
-    meta = Path(store) / run / "zarr.json"
+    meta = Path(store) / check_run_name(run) / "zarr.json"
     try:
         return json.loads(meta.read_text()).get("attributes", {})
     except (OSError, ValueError):
@@ -124,15 +135,12 @@ class RunWriter:
     ) -> None:
         import zarr
 
-        for part in run.split("/"):
-            _check_node_name(part, "run name part")
+        check_run_name(run)
         self.store, self.run = Path(store), run
         self.n = len(labels)
         self.store.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale(self.store)
-        self.tmp = Path(
-            tempfile.mkdtemp(dir=self.store.parent, prefix=f".{self.store.name}.tmp-{os.getpid()}-")
-        )
+        self.tmp = _atomic.make_temp(self.store.parent, self.store.name)
         self._labels = np.asarray(labels, dtype=np.int64)
         self._indices = np.asarray(indices, dtype=np.int64)
         self._group = zarr.open_group(str(self.tmp), mode="w", zarr_format=3)
@@ -187,13 +195,7 @@ class RunWriter:
         self._group.attrs["layers"] = list(self.layers)
         _ensure_groups(self.store, self.run)
         dest = self.store / self.run
-        if dest.exists():
-            old = self.store.parent / f".{self.store.name}.old-{self.tmp.name.rsplit('-', 1)[-1]}"
-            os.replace(dest, old)
-            os.replace(self.tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, dest)
+        _atomic.swap(self.tmp, dest, self.tmp, self.store.name)
         return dest
 
     def abort(self) -> None:
@@ -305,7 +307,7 @@ def write_result(
     path.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(path)
     zarr.open_group(str(path), mode="a", zarr_format=3)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
+    tmp = _atomic.make_temp(path.parent, path.name)
     try:
         da = result.copy()
         da.attrs = {**da.attrs, **dict(provenance or {})}
@@ -314,14 +316,7 @@ def write_result(
             if ds[c].dtype.kind == "U":
                 ds = ds.assign_coords({c: ds[c].astype(object)})
         ds.to_zarr(tmp / name, mode="w", zarr_format=3, consolidated=False)
-        dest = path / name
-        if dest.exists():
-            old = path.parent / f".{path.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-            os.replace(dest, old)
-            os.replace(tmp / name, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp / name, dest)
+        _atomic.swap(tmp / name, path / name, tmp, path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path / name

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from repsim import datasets
-from repsim.checkpoints import read_history
+from repsim.checkpoints import check_destination, read_history
 from training.train import TrainConfig, add_config_arguments, run
 
 #: The paper's setting (Czarnecki et al. 2017, Supplementary C): "feed forward networks with
@@ -132,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 datasets.find(data, split)
     except datasets.DatasetNotFoundError as err:
         print(f"error: preset {args.preset!r} needs {err}", file=sys.stderr)
+        return 2
+    try:  # every output directory, before the first run trains
+        for name in plan:
+            check_destination(args.out / name)
+    except (ValueError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     rows = []
     for name, cfg in plan.items():

@@ -99,6 +99,14 @@ class TrainConfig:
             raise ValueError(
                 f"unknown loss {self.loss!r}: expected auto or one of {', '.join(LOSSES)}"
             )
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**32
+        ):
+            raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed!r}")
+        if not math.isfinite(self.sg_alpha):
+            raise ValueError(f"sg_alpha must be a finite number, got {self.sg_alpha!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
@@ -207,6 +215,36 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
     return {"state": state, "param_groups": json.loads(groups)}
 
 
+def _resume(out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Load a checkpoint's network, rule and optimizer state; its history."""
+    import json
+
+    fix = f"delete {out} to start over, or choose another --out"
+    model_state, _ = checkpoints.read_tensors(out / checkpoints.MODEL)
+    bad = [k for k, v in model_state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise ValueError(
+            f"the checkpoint holds non-finite weights ({', '.join(bad[:3])}) and cannot be "
+            f"resumed; {fix}"
+        )
+    extras, extras_meta = checkpoints.read_tensors(out / checkpoints.EXTRAS)
+    if "optim_param_groups" not in extras_meta:
+        raise ValueError(
+            f"{out / checkpoints.EXTRAS} has no optimizer state (metadata "
+            f"'optim_param_groups'): it was not written by training.train or is damaged; {fix}"
+        )
+    try:
+        model.load_state_dict(model_state)
+        rule.load_state_dict({k[5:]: v for k, v in extras.items() if k.startswith("rule/")})
+        optim = {k: v for k, v in extras.items() if k.startswith("optim/")}
+        optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
+        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
+                for row in checkpoints.read_history(out)]  # fmt: skip
+    except (RuntimeError, KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"the checkpoint cannot be resumed ({first}); {fix}") from err
+
+
 def _meta(cfg: TrainConfig, model: MLP, out: Path, epoch: int, history: list[dict], device) -> dict:
     last = history[-1] if history else {}
     return {
@@ -276,6 +314,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    out = Path(out) if out is not None else None
+    if out is not None:  # before any work: refuse a file, a foreign directory, no write access
+        checkpoints.check_destination(out)
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()
@@ -292,7 +333,6 @@ def train(
     monitor = cfg.sg_quality_every > 0 and hasattr(rule, "quality")
     start = 1
 
-    out = Path(out) if out is not None else None
     if out is not None and (out / checkpoints.META).exists():
         meta = checkpoints.read_meta(out)
         if _stored_config(meta) != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
@@ -300,18 +340,11 @@ def train(
                 f"{out} holds a run with another configuration ({meta.get('config')}); "
                 "choose another --out, or delete it to start over"
             )
-        model_state, _ = checkpoints.read_tensors(out / checkpoints.MODEL)
-        model.load_state_dict(model_state)
-        extras, extras_meta = checkpoints.read_tensors(out / checkpoints.EXTRAS)
-        rule.load_state_dict({k[5:]: v for k, v in extras.items() if k.startswith("rule/")})
-        optim = {k: v for k, v in extras.items() if k.startswith("optim/")}
-        optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
-        history = [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
-                   for row in checkpoints.read_history(out)]  # fmt: skip
+        history = _resume(out, model, rule, optimizer)
+        start = int(meta.get("epoch", len(history))) + 1
         quality = [_quality_row(row) for row in checkpoints.read_table(out, checkpoints.SG_QUALITY)]
-        start = meta["epoch"] + 1
         if start <= cfg.epochs and progress:
-            print(f"{out}: resuming after epoch {meta['epoch']} of {cfg.epochs}", file=sys.stderr)
+            print(f"{out}: resuming after epoch {start - 1} of {cfg.epochs}", file=sys.stderr)
 
     X, y, X_test, y_test = X.to(dev), y.to(dev), X_test.to(dev), y_test.to(dev)
     steps = len(X) // cfg.batch_size
@@ -421,7 +454,7 @@ def run(cfg: TrainConfig, out: Path, *, device: str, progress: bool) -> list[dic
     """:func:`train` for a command line: the history, or an exit code after a message."""
     try:
         return train(cfg, out, device=device, progress=progress)[1]
-    except (ValueError, FloatingPointError, datasets.DatasetNotFoundError) as err:
+    except (ValueError, PermissionError, FloatingPointError, datasets.DatasetNotFoundError) as err:
         print(f"error: {out}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
