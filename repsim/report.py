@@ -56,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.append("--no-strict")
     if args.out is not None:
         common += ["--out", str(args.out)]
-    for step in (rdm.main, probes.main, norms.main):
-        if step(common, failures=failures) == 2:
-            failures.items.append((step.__module__, "could not run (see its error above)"))
+    codes = [step(common, failures=failures) for step in (rdm.main, probes.main, norms.main)]
+    for step, code in zip(("repsim.rdm", "repsim.probes", "repsim.norms"), codes, strict=True):
+        if code == 2:
+            failures.items.append((step, "could not run (its error is above)"))
     path = args.path.expanduser()
     if path.is_dir():
         histories = store.read_histories(dict(checkpoints.discover(path)), on_error=failures.add)
@@ -66,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = [m for m in ("train_accuracy", "test_accuracy") if m in histories]
             fig = plots.learning_curves(histories, metrics=metrics)
             _cli.save_figure(fig, out, "learning_curves")
+    if all(code == 2 for code in codes):
+        failures.end()
+        return 2
     print(f"\nall results: {out}; figures: {out.parent / 'figures'}")
     return failures.end()
 
