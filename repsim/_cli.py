@@ -9,6 +9,7 @@ analysed, and the failures are listed at the end); 2 when the command could not 
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
 import sys
 import traceback
@@ -38,9 +39,16 @@ class Failures:
 
         if isinstance(err, DamagedStoreError):
             return f"{err.args[0]}; recompute it: {self.command} --force"
-        if isinstance(err, ERRORS):
-            return str(err)
-        return f"{type(err).__name__}: {err}"
+        if isinstance(err, OSError) and err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return (
+                f"another process wrote {err.filename or 'the same output'} at the same time "
+                f"({err.strerror}); run the command again when it has finished"
+            )
+        text = str(err) if isinstance(err, ERRORS) else f"{type(err).__name__}: {err}"
+        lines = text.strip().splitlines()
+        return (
+            lines[0] + (" (… --debug shows the rest)" if len(lines) > 1 else "") if lines else text
+        )
 
     def add(self, run: str, err: BaseException) -> None:
         """Record that ``run`` failed with ``err``; the caller goes on with the next run."""
@@ -54,15 +62,15 @@ class Failures:
         if self.debug:
             traceback.print_exception(err)
         print(f"error: {self.message(err)}", file=sys.stderr)
-        self.end()
+        self.end("")
         return 2
 
-    def end(self) -> int:
+    def end(self, others: str = "; the other runs were analysed") -> int:
         """List the runs that failed, if any; the exit status (0, or 1 when some failed)."""
         unique = list(dict.fromkeys(self.items))
         if not unique:
             return 0
-        print(f"\n{len(unique)} failure(s); the other runs were analysed:", file=sys.stderr)
+        print(f"\n{len(unique)} failure(s){others}:", file=sys.stderr)
         for run, reason in unique:
             print(f"  {run}: {reason}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -447,7 +448,22 @@ def extract_to_zarr(
                     pending.popleft().result()
             while pending:
                 pending.popleft().result()
-            writer.commit()
+            try:
+                writer.commit()
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another process committed this run between our two renames: keep its
+                # copy when it is the same computation, intact; ours is discarded
+                writer.abort()
+                theirs = read_run_attrs(store, run) or {}
+                if not all(theirs.get(k) == attrs[k] for k in _IDENTITY):
+                    raise ValueError(
+                        f"another process wrote run {run!r} of {store} at the same time, from "
+                        "other weights, stimuli or layers; run the command again when it is done"
+                    ) from err
+                verify_run(store, run)
+                return ExtractResult(open_activations(store, verify=False)[run], True)
     finally:
         if bar is not None:
             bar.close()

@@ -265,6 +265,7 @@ def diag_l2(rdms, *, reference: str = "last"):
             )
     if "layer" not in rdms.dims:
         raise ValueError("diag_l2 needs RDMs with a 'layer' dim")
+    _check_pairs(rdms["label"].values)
     same = xr.DataArray(
         rdms["label"].values[:, None] == rdms["label_"].values[None, :], dims=(STIMULUS, STIMULUS_)
     )
@@ -284,6 +285,24 @@ def diag_l2(rdms, *, reference: str = "last"):
     out = np.sqrt(sq).astype(np.float64).rename("diag_l2")
     out.attrs = {"reference": reference if isinstance(reference, str) else "given RDM"}
     return out.where(rdms.notnull().any([STIMULUS, STIMULUS_]))
+
+
+def _check_pairs(labels: np.ndarray) -> None:
+    """Refuse stimuli with no two of one class; warn about classes with a single stimulus."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if not (counts >= 2).any():
+        raise ValueError(
+            f"no class has two stimuli ({len(labels)} stimuli, {len(classes)} classes): the "
+            "within-class (diagonal-block) entries are only the zero diagonal, so the diagonal "
+            "L2 would be 0 whatever the network; use at least 2 stimuli per class (the paper: 40)"
+        )
+    single = classes[counts < 2]
+    if len(single):
+        warnings.warn(
+            f"class(es) {', '.join(map(str, single.tolist()))} have a single stimulus: they add "
+            "nothing to the diagonal L2; use at least 2 stimuli per class (the paper: 40)",
+            stacklevel=3,
+        )
 
 
 def _align(reference, rdms):
@@ -331,9 +350,9 @@ def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
             warnings.simplefilter("always")
             acts = store.open_activations(acts_path, runs=runs)
             rdms = rdm(acts, metric=args.metric, device=extract.resolve_device(args.device))
+            distances = diag_l2(rdms)
         for w in caught:
             print(f"note: {w.message}", file=sys.stderr)
-        distances = diag_l2(rdms)
         provenance = {"activations": str(acts_path), "runs": runs, "metric": args.metric}
         store.write_result(out, rdms, provenance=provenance)
         store.write_result(out, distances, provenance=provenance)

@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fig = plots.learning_curves(histories, metrics=metrics)
             _cli.save_figure(fig, out, "learning_curves")
     if all(code == 2 for code in codes):
-        failures.end()
+        failures.end("")
         return 2
     print(f"\nall results: {out}; figures: {out.parent / 'figures'}")
     return failures.end()
