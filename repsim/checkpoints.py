@@ -794,7 +794,14 @@ def load(
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            net = torch.jit.load(str(path), map_location="cpu")
+            try:
+                net = torch.jit.load(str(path), map_location="cpu")
+            except (RuntimeError, ValueError, OSError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(
+                    f"{path} looks like a TorchScript archive but cannot be loaded ({first}); "
+                    "is it damaged? Re-export it with torch.jit.save, or save the weights as a state_dict"
+                ) from err
         factory = "torchscript"
     else:
         if path.suffix == ".safetensors":

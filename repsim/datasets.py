@@ -483,13 +483,50 @@ def find(name: str, split: Split = "train") -> Path:
 # ------------------------------------------------------------------- loading
 
 
+def _idx_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape an IDX file's header declares, reading only the header (None if unreadable)."""
+    try:
+        with path.open("rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00":
+                return None
+            dims = f.read(4 * head[3])
+        return struct.unpack(f">{head[3]}I", dims)
+    except (OSError, EOFError, struct.error, zlib.error):
+        return None
+
+
+def _check_image_sizes(name: str, split: str, directory: Path) -> None:
+    """Refuse a train split and a test split of different image sizes, naming both files."""
+    other = SPLITS[1 - SPLITS.index(split)]
+    try:
+        paths = {
+            s: _split_files(d, s)[0] for s, d in ((split, directory), (other, find(name, other)))
+        }
+    except DatasetNotFoundError:
+        return  # only one split is there: nothing to compare
+    shapes = {s: _idx_shape(p) for s, p in paths.items()}
+    if None in shapes.values() or shapes[split][1:] == shapes[other][1:]:
+        return  # an unreadable header is reported when that file is read
+    sizes = {s: "×".join(map(str, shapes[s][1:])) for s in shapes}
+    raise ValueError(
+        f"the train images of {name} ({paths['train']}) are {sizes['train']} but its test "
+        f"images ({paths['test']}) are {sizes['test']}: a network takes one input size, so both "
+        "splits must have the same image size; replace the file that does not belong"
+    )
+
+
 def _arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [N, H*W] and int64 labels [N] of a dataset split (read-only, cached)."""
     if name == "mnist-5k":
         images, labels = _mnist_5k()
         keep = _mnist_5k_split(split)
         return images[keep], labels[keep]
-    return _read_split(find(name, split), split)
+    directory = find(name, split)
+    _check_image_sizes(name, split, directory)
+    return _read_split(directory, split)
 
 
 def load(name: str = "mnist-5k", split: Split = "train") -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -411,7 +412,7 @@ def extract_to_zarr(
         ``(tree, skipped)``: the run's node of the store (lazy :class:`xarray.DataTree`)
         and whether an up-to-date copy was reused.
     """
-    from repsim.store import STORE_FORMAT, open_activations
+    from repsim.store import STORE_FORMAT, open_activations, verify_run
 
     store = Path(store)
     check_run_name(run)  # "../x", "/x", ".x" would write outside the store or hide in it
@@ -429,7 +430,8 @@ def extract_to_zarr(
     }
     old = read_run_attrs(store, run)
     if not force and old is not None and all(old.get(k) == attrs[k] for k in _IDENTITY):
-        return ExtractResult(open_activations(store)[run], True)
+        verify_run(store, run)  # up to date only if every chunk is there and intact
+        return ExtractResult(open_activations(store, verify=False)[run], True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -448,11 +450,26 @@ def extract_to_zarr(
                     pending.popleft().result()
             while pending:
                 pending.popleft().result()
-            writer.commit()
+            try:
+                writer.commit()
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # another process committed this run between our two renames: keep its
+                # copy when it is the same computation, intact; ours is discarded
+                writer.abort()
+                theirs = read_run_attrs(store, run) or {}
+                if not all(theirs.get(k) == attrs[k] for k in _IDENTITY):
+                    raise ValueError(
+                        f"another process wrote run {run!r} of {store} at the same time, from "
+                        "other weights, stimuli or layers; run the command again when it is done"
+                    ) from err
+                verify_run(store, run)
+                return ExtractResult(open_activations(store, verify=False)[run], True)
     finally:
         if bar is not None:
             bar.close()
-    return ExtractResult(open_activations(store)[run], False)
+    return ExtractResult(open_activations(store, verify=False)[run], False)
 
 
 def _write_all(writer: RunWriter, start: int, got: list[tuple[str, np.ndarray]]) -> None:
@@ -530,6 +547,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="recompute runs that are up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of each error")
 
 
 def output_dir(path: Path) -> Path:
@@ -546,9 +564,13 @@ def _max_bytes(gb: float | None) -> int | None:
 
 
 def iter_runs(
-    args: argparse.Namespace,
+    args: argparse.Namespace, failures: Any = None
 ) -> Iterator[tuple[str, torch.nn.Module, checkpoints.CheckpointInfo]]:
-    """``(run, model, info)`` for every network named by the shared arguments."""
+    """``(run, model, info)`` for every network named by the shared arguments.
+
+    With ``failures`` (a :class:`repsim._cli.Failures`), a run that cannot be loaded is
+    recorded there and skipped; without, its error is raised.
+    """
     path = args.path.expanduser()
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     if path.is_file():
@@ -560,45 +582,81 @@ def iter_runs(
                 f"no checkpoint (a directory with {checkpoints.META}) under {path}"
             )
     for run, target in targets:
-        model, info = checkpoints.load(
-            target,
-            model=args.model,
-            model_kwargs=args.model_kwargs,
-            layers=layers,
-            trust=args.trust,
-            strict=args.strict,
-            max_model_bytes=_max_bytes(getattr(args, "max_model_gb", None)),
-        )
+        try:
+            model, info = checkpoints.load(
+                target,
+                model=args.model,
+                model_kwargs=args.model_kwargs,
+                layers=layers,
+                trust=args.trust,
+                strict=args.strict,
+                max_model_bytes=_max_bytes(getattr(args, "max_model_gb", None)),
+            )
+        except Exception as err:
+            if failures is None:
+                raise
+            failures.add(run, err)
+            continue
         yield run, model, info
 
 
+def _refuse_nonfinite(run: str, tree: Any) -> None:
+    bad = tree.attrs.get("nonfinite_layers") or []
+    if bad:
+        raise ValueError(
+            f"run {run!r}: activations of layer(s) {', '.join(bad)} are NaN or inf, so it "
+            "cannot be analysed (are its weights finite? python -m repsim.norms checks them)"
+        )
+
+
 def extract_runs(
-    args: argparse.Namespace, store: Path, *, stimuli: str | None = None
+    args: argparse.Namespace,
+    store: Path,
+    *,
+    stimuli: str | None = None,
+    failures: Any = None,
+    finite: bool = True,
 ) -> list[tuple[str, checkpoints.CheckpointInfo]]:
     """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run.
 
     ``stimuli`` (a ``<dataset>:<split>:<n|all>`` spec, where ``{dataset}`` stands for the
     run's own dataset) overrides ``--stimuli``; by default each run gets the paper's 400
-    test points of its own dataset.
+    test points of its own dataset. ``finite`` refuses a run with NaN or inf activations
+    (it is stored all the same). With ``failures`` (a :class:`repsim._cli.Failures`), a run
+    that fails is recorded there and left out of the list returned; without, the first
+    error is raised.
     """
     done = []
-    for run, model, info in iter_runs(args):
-        spec = (stimuli or args.stimuli or "{dataset}:test:400").format(
-            dataset=info.dataset or "mnist-5k"
-        )
-        inputs, labels, indices, selection = _stimuli(spec)
-        t0 = time.perf_counter()
-        result = extract_to_zarr(
-            model, inputs, list(info.layers), store, run=run, labels=labels, indices=indices,
-            batch_size=args.batch_size, device=args.device, force=args.force, progress=not args.quiet,
-            provenance={"checkpoint": str(info.path), "factory": info.factory, **selection},
-        )  # fmt: skip
-        seconds = time.perf_counter() - t0
-        what = "up to date" if result.skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
-        print(
-            f"{run}: {len(result.tree.children)} layers × {len(indices)} stimuli → {store / run} ({what}, {seconds:.1f} s)"
-        )
+    for run, model, info in iter_runs(args, failures):
+        try:
+            spec = (stimuli or args.stimuli or "{dataset}:test:400").format(
+                dataset=info.dataset or "mnist-5k"
+            )
+            inputs, labels, indices, selection = _stimuli(spec)
+            t0 = time.perf_counter()
+            result = extract_to_zarr(
+                model, inputs, list(info.layers), store, run=run, labels=labels, indices=indices,
+                batch_size=args.batch_size, device=args.device, force=args.force, progress=not args.quiet,
+                provenance={"checkpoint": str(info.path), "factory": info.factory, **selection},
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+            what = "up to date" if result.skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
+            print(
+                f"{run}: {len(result.tree.children)} layers × {len(indices)} stimuli → {store / run} ({what}, {seconds:.1f} s)"
+            )
+            if finite:
+                _refuse_nonfinite(run, result.tree)
+            elif result.tree.attrs.get("nonfinite_layers"):
+                bad = ", ".join(result.tree.attrs["nonfinite_layers"])
+                print(f"note: {run}: layer(s) {bad} hold NaN or inf activations", file=sys.stderr)
+        except Exception as err:
+            if failures is None:
+                raise
+            failures.add(run, err)
+            continue
         done.append((run, info))
+    if not done and failures is not None and failures.items:
+        raise ValueError(f"no run could be analysed ({len(failures.items)} failed)")
     return done
 
 
@@ -613,6 +671,8 @@ def sg_marks(infos: Sequence[tuple[str, checkpoints.CheckpointInfo]]) -> dict[st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.extract``: see the module docstring."""
+    from repsim import _cli
+
     p = argparse.ArgumentParser(
         prog="python -m repsim.extract",
         description="Record layer activations of checkpoints into activations.zarr.",
@@ -621,15 +681,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        help="the zarr store (default: activations.zarr inside the directory given, or beside the weights file)",
+        help="the zarr store (a path ending in .zarr), or a directory to write activations.zarr "
+        "into (default: the directory given, or the weights file's)",
     )
     args = p.parse_args(argv)
+    failures = _cli.Failures(p.prog, argv, args.debug)
     try:
-        extract_runs(args, args.out or output_dir(args.path.expanduser()) / "activations.zarr")
-    except (ValueError, FileNotFoundError, PermissionError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        if args.out is not None and args.out.suffix == ".zarr":
+            _cli.out_dir(args)  # refuses a file
+            store = args.out.expanduser()
+        else:
+            store = _cli.out_dir(args) / "activations.zarr"
+        extract_runs(args, store, failures=failures, finite=False)
+    except _cli.ERRORS as err:
+        return failures.fail(err)
+    return failures.end()
 
 
 if __name__ == "__main__":

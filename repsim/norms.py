@@ -175,8 +175,12 @@ def _overrides(value: str | None) -> dict[str, str]:
     return dict(p.split("=") for p in pairs)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.norms``: normalised weight norms of every run, stored and plotted."""
+def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
+    """``python -m repsim.norms``: normalised weight norms of every run, stored and plotted.
+
+    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
+    the runs that fail; without it, this command lists them itself.
+    """
     import xarray as xr
 
     from repsim import _cli, extract, plots, store
@@ -187,16 +191,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="layer=state_dict_key pairs overriding which weight is each layer's (comma-separated)",
     )
     args = p.parse_args(argv)
-    out = _cli.results_path(args)
+    own = failures is None
+    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
     try:
+        out = _cli.results_path(args)
         overrides = _overrides(args.weights)
         parts, infos = [], []
-        for run, model, info in extract.iter_runs(args):
-            known = {k: v for k, v in info.layer_weights.items() if k in info.layers}
-            keys = weight_keys(model, info.layers, {**known, **overrides})
-            parts.append(weight_norms(model.state_dict(), keys).expand_dims(run=[run]))
+        for run, model, info in extract.iter_runs(args, failures):
+            try:
+                known = {k: v for k, v in info.layer_weights.items() if k in info.layers}
+                keys = weight_keys(model, info.layers, {**known, **overrides})
+                parts.append(weight_norms(model.state_dict(), keys).expand_dims(run=[run]))
+            except Exception as err:
+                failures.add(run, err)
+                continue
             infos.append((run, info))
             print(f"{run}: {len(keys)} layers ({', '.join(list(keys.values())[:2])}, …)")
+        if not parts:
+            raise ValueError(f"no run could be analysed ({len(failures.items)} failed)")
         norms = xr.concat(parts, dim="run", join="outer").rename("weight_norm")
         runs = [r for r, _ in infos]
         provenance = {"runs": runs, "weights": "squared Frobenius norm / sum over layers"}
@@ -205,13 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             plots.weight_norm_curves(norms, marks=extract.sg_marks(infos)), out, "weight_norm"
         )
     except _cli.ERRORS as err:
-        return _cli.fail(err)
+        return failures.fail(err)
     _cli.layer_table(
         "normalised weight norm (sums to 1 over each run's layers)", runs,
         [str(v) for v in norms["layer"].values], lambda run, i: f"{float(norms.sel(run=run)[i]):.4f}",
     )  # fmt: skip
     print(f"\n→ {out} (weight_norm), {fig}")
-    return 0
+    return failures.end() if own else 0
 
 
 if __name__ == "__main__":

@@ -666,8 +666,12 @@ def regressor_probe(
 # ------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted."""
+def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
+    """``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted.
+
+    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
+    the runs that fail; without it, this command lists them itself.
+    """
     from repsim import _cli, datasets, extract, plots, store
 
     p = _cli.parser("probes", "Linear classifier and regressor probes per layer.")
@@ -689,22 +693,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--alpha", type=float, default=1.0, help="ridge penalty of the regressor, as Ridge(alpha=)"
     )
     args = p.parse_args(argv)
-    out = _cli.results_path(args)
-    base = extract.output_dir(args.path.expanduser())
+    own = failures is None
+    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
     try:
-        trees, inputs, specs = {}, {}, {}
+        out = _cli.results_path(args)
+        base = _cli.out_dir(args)
+        trees, inputs, specs, done = {}, {}, {}, {}
         for split, spec in (("train", args.train_stimuli), ("test", args.test_stimuli)):
-            infos = extract.extract_runs(args, base / f"probes-{split}.zarr", stimuli=spec)
-            resolved = {spec.format(dataset=info.dataset or "mnist-5k") for _, info in infos}
+            done[split] = extract.extract_runs(
+                args, base / f"probes-{split}.zarr", stimuli=spec, failures=failures
+            )
+            resolved = {spec.format(dataset=info.dataset or "mnist-5k") for _, info in done[split]}
             if len(resolved) > 1:
                 raise ValueError(
                     f"the runs were trained on different datasets ({', '.join(sorted(resolved))}): "
                     f"probe them separately or pass --{split}-stimuli"
                 )
             specs[split] = resolved.pop()
-            runs = [run for run, _ in infos]
-            trees[split] = store.open_activations(base / f"probes-{split}.zarr", runs=runs)
             inputs[split] = datasets.select(specs[split]).inputs
+        tested = {run for run, _ in done["test"]}
+        infos = [(run, info) for run, info in done["train"] if run in tested]
+        runs = [run for run, _ in infos]
+        if not runs:
+            raise ValueError("no run could be probed on both its train and test stimuli")
+        for split in ("train", "test"):
+            trees[split] = store.open_activations(base / f"probes-{split}.zarr", runs=runs)
         dev = extract.resolve_device(args.device)
         accuracy = classifier_probe(trees["train"], trees["test"], C=args.C, device=dev)
         mse = regressor_probe(
@@ -722,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plots.probe_curves(accuracy, mse, marks=extract.sg_marks(infos)), out, "probes"
         )
     except _cli.ERRORS as err:
-        return _cli.fail(err)
+        return failures.fail(err)
 
     def cell(run: str, i: int) -> str:
         a = float(accuracy.sel(run=run, split="test")[i])
@@ -733,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, [str(v) for v in accuracy["layer"].values], cell, width=16,
     )  # fmt: skip
     print(f"\n→ {out} (probe_accuracy, probe_mse), {fig}")
-    return 0
+    return failures.end() if own else 0
 
 
 if __name__ == "__main__":

@@ -80,6 +80,18 @@ def _rdm(x: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
     return _symmetric_pairs(u, _one_minus_dot), dead
 
 
+def _check_finite(x: np.ndarray, where: str) -> np.ndarray:
+    """``x``, or a ValueError naming ``where`` if some activation is NaN or inf."""
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise ValueError(
+            f"{where}: {bad:,} of {x.size:,} activations are NaN or inf, so its RDM would be "
+            "NaN; RDMs need finite activations (check the network's weights: "
+            "python -m repsim.norms reports non-finite ones)"
+        )
+    return x
+
+
 def _check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise ValueError(
@@ -143,7 +155,8 @@ def rdm(acts, *, metric: Metric = "correlation", device: str | torch.device = "c
             f"rdm needs a DataArray with dims ({STIMULUS!r}, {UNIT!r}) or an activations tree; got {type(acts).__name__} {getattr(acts, 'dims', '')}"
         )
     acts = acts.transpose(..., STIMULUS, UNIT)
-    x = torch.as_tensor(np.asarray(acts.values), device=torch.device(device))
+    values = _check_finite(np.asarray(acts.values), f"the activations {acts.name or ''}".rstrip())
+    x = torch.as_tensor(values, device=torch.device(device))
     d, dead = _rdm(x, metric)
     _warn_dead(dead, metric, "")
     lead = {k: v for k, v in acts.coords.items() if STIMULUS not in v.dims and UNIT not in v.dims}
@@ -185,20 +198,24 @@ def _rdm_tree(tree, metric: str, device) -> object:
             )
     n = first.sizes[STIMULUS]
     out = np.full((len(runs), len(layers), n, n), np.nan, np.float32)
-    by_width: dict[int, list[tuple[int, int, object]]] = {}
+    by_width: dict[int, list[tuple[str, int, int, object]]] = {}
     for run, layer, a in items:
-        by_width.setdefault(a.sizes[UNIT], []).append((runs.index(run), layers.index(layer), a))
+        where = f"layer {layer!r}" + (f" of run {run!r}" if run else "")
+        by_width.setdefault(a.sizes[UNIT], []).append(
+            (where, runs.index(run), layers.index(layer), a)
+        )
     dead_total = 0
     dev = torch.device(device)
     for width, group in by_width.items():
         step = max(1, _BATCH_BYTES // (4 * n * max(n, width)))
         for s in range(0, len(group), step):
             part = group[s : s + step]
-            x = torch.as_tensor(np.stack([np.asarray(a.values) for _, _, a in part]), device=dev)
+            x = np.stack([_check_finite(np.asarray(a.values), where) for where, _, _, a in part])
+            x = torch.as_tensor(x, device=dev)
             d, dead = _rdm(x, metric)
             dead_total += int(dead.sum())
             d = d.cpu().numpy()
-            for k, (i, j, _) in enumerate(part):
+            for k, (_, i, j, _) in enumerate(part):
                 out[i, j] = d[k]
     if dead_total:
         _warn_dead(
@@ -248,6 +265,7 @@ def diag_l2(rdms, *, reference: str = "last"):
             )
     if "layer" not in rdms.dims:
         raise ValueError("diag_l2 needs RDMs with a 'layer' dim")
+    _check_pairs(rdms["label"].values)
     same = xr.DataArray(
         rdms["label"].values[:, None] == rdms["label_"].values[None, :], dims=(STIMULUS, STIMULUS_)
     )
@@ -267,6 +285,24 @@ def diag_l2(rdms, *, reference: str = "last"):
     out = np.sqrt(sq).astype(np.float64).rename("diag_l2")
     out.attrs = {"reference": reference if isinstance(reference, str) else "given RDM"}
     return out.where(rdms.notnull().any([STIMULUS, STIMULUS_]))
+
+
+def _check_pairs(labels: np.ndarray) -> None:
+    """Refuse stimuli with no two of one class; warn about classes with a single stimulus."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if not (counts >= 2).any():
+        raise ValueError(
+            f"no class has two stimuli ({len(labels)} stimuli, {len(classes)} classes): the "
+            "within-class (diagonal-block) entries are only the zero diagonal, so the diagonal "
+            "L2 would be 0 whatever the network; use at least 2 stimuli per class (the paper: 40)"
+        )
+    single = classes[counts < 2]
+    if len(single):
+        warnings.warn(
+            f"class(es) {', '.join(map(str, single.tolist()))} have a single stimulus: they add "
+            "nothing to the diagonal L2; use at least 2 stimuli per class (the paper: 40)",
+            stacklevel=3,
+        )
 
 
 def _align(reference, rdms):
@@ -290,8 +326,12 @@ def _align(reference, rdms):
     return xr.DataArray(ref.values, dims=(STIMULUS, STIMULUS_))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
+def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
+    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted.
+
+    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
+    the runs that fail; without it, this command lists them itself.
+    """
     import sys
 
     from repsim import _cli, extract, plots, store
@@ -299,18 +339,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = _cli.parser("rdm", "RDMs per layer and their diagonal-block L2 distance to the last layer.")
     p.add_argument("--metric", default="correlation", choices=METRICS)
     args = p.parse_args(argv)
-    out = _cli.results_path(args)
-    acts_path = extract.output_dir(args.path.expanduser()) / "activations.zarr"
+    own = failures is None
+    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
     try:
-        infos = extract.extract_runs(args, acts_path)
+        out = _cli.results_path(args)
+        acts_path = _cli.out_dir(args) / "activations.zarr"
+        infos = extract.extract_runs(args, acts_path, failures=failures)
         runs = [run for run, _ in infos]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             acts = store.open_activations(acts_path, runs=runs)
             rdms = rdm(acts, metric=args.metric, device=extract.resolve_device(args.device))
+            distances = diag_l2(rdms)
         for w in caught:
             print(f"note: {w.message}", file=sys.stderr)
-        distances = diag_l2(rdms)
         provenance = {"activations": str(acts_path), "runs": runs, "metric": args.metric}
         store.write_result(out, rdms, provenance=provenance)
         store.write_result(out, distances, provenance=provenance)
@@ -321,14 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
     except _cli.ERRORS as err:
-        return _cli.fail(err)
+        return failures.fail(err)
     _cli.layer_table(
         f"diagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)",
         runs, [str(v) for v in distances["layer"].values],
         lambda run, i: f"{float(distances.sel(run=run).values[i]):.2f}",
     )  # fmt: skip
     print(f"\n→ {out} (rdm, diag_l2), {', '.join(map(str, figs))}")
-    return 0
+    return failures.end() if own else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ runs ``repsim.rdm`` (RDMs, diagonal L2), ``repsim.probes`` (linear classifier an
 regressor probes), ``repsim.norms`` (normalised weight norms), all into
 ``ckpt/results.zarr``, and draws their figures and the learning curves from each run's
 ``history.csv`` into ``ckpt/figures/``. Each step reuses what is up to date.
+
+A run that cannot be analysed (an unreadable checkpoint, NaN weights, a damaged store)
+does not stop the others: the report goes on, lists what failed and why at the end, and
+exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from pathlib import Path
 __all__ = ["main"]
 
 _PASSED = ("--layers", "--stimuli", "--device", "--batch-size", "--model", "--model-kwargs")
-_FLAGS = ("--trust", "--force", "--quiet")
+_FLAGS = ("--trust", "--force", "--quiet", "--debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.report``: see the module docstring."""
-    from repsim import checkpoints, extract, norms, plots, probes, rdm, store
+    from repsim import _cli, checkpoints, extract, norms, plots, probes, rdm, store
 
     p = argparse.ArgumentParser(
         prog="python -m repsim.report", description="Run every analysis and draw every figure."
@@ -33,9 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        help="results store (default: results.zarr in the directory given); figures go to figures/ beside it",
+        help="output directory (default: the directory given), or a results store path ending in .zarr; "
+        "activations, results.zarr and figures/ go there",
     )
     args = p.parse_args(argv)
+    failures = _cli.Failures(p.prog, argv, args.debug)
+    try:
+        out = _cli.results_path(args)  # refuses an --out that is a file, before any work
+    except _cli.ERRORS as err:
+        return failures.fail(err)
     common = [str(args.path)]
     for flag in _PASSED:
         value = getattr(args, flag[2:].replace("-", "_"))
@@ -46,22 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.append("--no-strict")
     if args.out is not None:
         common += ["--out", str(args.out)]
-    for step in (rdm.main, probes.main, norms.main):
-        code = step(common)
-        if code:
-            return code
+    codes = [step(common, failures=failures) for step in (rdm.main, probes.main, norms.main)]
+    for step, code in zip(("repsim.rdm", "repsim.probes", "repsim.norms"), codes, strict=True):
+        if code == 2:
+            failures.items.append((step, "could not run (its error is above)"))
     path = args.path.expanduser()
-    out = args.out or extract.output_dir(path) / "results.zarr"
     if path.is_dir():
-        histories = store.read_histories(dict(checkpoints.discover(path)))
+        histories = store.read_histories(dict(checkpoints.discover(path)), on_error=failures.add)
         if histories.sizes.get("run"):
             metrics = [m for m in ("train_accuracy", "test_accuracy") if m in histories]
             fig = plots.learning_curves(histories, metrics=metrics)
-            fig.savefig(
-                out.parent / "figures" / "learning_curves.png", dpi=120, bbox_inches="tight"
-            )
+            _cli.save_figure(fig, out, "learning_curves")
+    if all(code == 2 for code in codes):
+        failures.end("")
+        return 2
     print(f"\nall results: {out}; figures: {out.parent / 'figures'}")
-    return 0
+    return failures.end()
 
 
 if __name__ == "__main__":

@@ -12,10 +12,18 @@ An activations store holds one group per run (nested where the run's name has sl
 Opened with :func:`open_activations` it is an :class:`xarray.DataTree` backed by dask, so
 nothing is read until it is used. A run is written beside the store and renamed into it
 when complete (:class:`RunWriter`): a store never holds a half-written run.
+
+Stores are verified, not trusted. Each run (and each result of a results store) records in
+its group's attributes a ``manifest``: every file its writer wrote, with its size and
+SHA-256. Opening a run or a result checks it against the files (hashing them once per
+process; later opens only compare ``stat``), and a missing, truncated or altered chunk is a
+:class:`DamagedStoreError` that names it, never zeros or NaN read as data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -29,6 +37,7 @@ from repsim import _atomic
 __all__ = [
     "STIMULUS",
     "UNIT",
+    "DamagedStoreError",
     "RunWriter",
     "check_run_name",
     "iter_layers",
@@ -37,12 +46,13 @@ __all__ = [
     "read_histories",
     "read_run_attrs",
     "runs",
+    "verify_run",
     "write_result",
 ]
 
 STIMULUS, UNIT = "stimulus", "unit"
 #: Bump when the layout changes so that stores written before are recomputed, not misread.
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: runs carry a manifest of their files, and which layers are non-finite
 _CHUNK_BYTES = 4 << 20  # target size of one chunk: big enough to stream, small enough to buffer
 
 
@@ -81,6 +91,113 @@ def check_run_name(run: str) -> str:
     return run
 
 
+class DamagedStoreError(ValueError):
+    """A file of a store is missing, or is not what its writer wrote; recompute with ``force``."""
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}; recompute it (force=True, or --force on the command line)"
+
+
+_MANIFEST = "manifest"
+#: (device, inode) of a node's directory → (size, mtime, inode) of each file, when its hashes
+#: matched (or were just written): renaming a node keeps its inode, rewriting a file does not.
+_VERIFIED: dict[tuple[int, int], dict[str, tuple[int, int, int]]] = {}
+
+
+def _stat(file: Path) -> tuple[int, int, int]:
+    st = file.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _key(node: Path) -> tuple[int, int]:
+    st = node.stat()
+    return st.st_dev, st.st_ino
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(node: Path) -> None:
+    """Record every file under ``node`` (except its own ``zarr.json``) in its attributes."""
+    import zarr
+
+    files = sorted(p for p in node.rglob("*") if p.is_file() and p != node / "zarr.json")
+    manifest = {p.relative_to(node).as_posix(): [p.stat().st_size, _sha256(p)] for p in files}
+    zarr.open_group(str(node), mode="r+", zarr_format=3).attrs[_MANIFEST] = manifest
+    _VERIFIED[_key(node)] = {rel: _stat(node / rel) for rel in manifest}
+
+
+def _describe(rel: str, what: str) -> str:
+    """``block2/activations/c/0/0`` → ``layer 'block2', array 'activations', chunk c/0/0``."""
+    kinds = ("layer", "array") if what == "run" else ("array",)
+    parts = rel.split("/")
+    names, rest = parts[: len(kinds)], parts[len(kinds) :]
+    if not rest:
+        return f"file {rel!r}"
+    tail = ("chunk " if rest[0] == "c" else "metadata ") + "/".join(rest)
+    return ", ".join(f"{k} {v!r}" for k, v in zip(kinds, names, strict=True)) + f", {tail}"
+
+
+def _verify(node: Path, where: str, what: str) -> None:
+    """Check every file in ``node``'s manifest: present, same size, same SHA-256."""
+    try:
+        attrs = json.loads((node / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError) as err:
+        raise DamagedStoreError(
+            f"{where}: its metadata {node / 'zarr.json'} is unreadable ({err})"
+        ) from err
+    manifest = attrs.get(_MANIFEST)
+    if not isinstance(manifest, dict):
+        raise DamagedStoreError(
+            f"{where} has no manifest of its files (written by an older repsim or by hand), "
+            "so it cannot be verified"
+        )
+    stats: dict[str, tuple[int, int, int]] = {}
+    for rel, (size, _) in manifest.items():
+        try:
+            stats[rel] = _stat(node / rel)
+        except OSError:
+            raise DamagedStoreError(f"{where}: {_describe(rel, what)} is missing") from None
+        if stats[rel][0] != size:
+            raise DamagedStoreError(
+                f"{where}: {_describe(rel, what)} has {stats[rel][0]} bytes, its writer wrote {size}"
+            )
+    if _VERIFIED.get(_key(node)) == stats:
+        return
+    for rel, (_, digest) in manifest.items():
+        if _sha256(node / rel) != digest:
+            raise DamagedStoreError(
+                f"{where}: {_describe(rel, what)} is corrupt (its content is not what was written)"
+            )
+    _VERIFIED[_key(node)] = stats
+
+
+def verify_run(store: str | os.PathLike, run: str) -> None:
+    """Check that a run of an activations store holds every file its writer wrote, intact.
+
+    Raises
+    ------
+    DamagedStoreError
+        Naming the run, layer, array and chunk that is missing or altered.
+    """
+    _verify(Path(store) / run, f"activations store {store}, run {run!r}", "run")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _clean_stale(store: Path) -> None:
     """Remove temporaries left by writers that died (see :mod:`repsim._atomic`)."""
     _atomic.clean_stale(store.parent, store.name)
@@ -98,8 +215,6 @@ def _ensure_groups(store: Path, run: str) -> None:
 
 def read_run_attrs(store: str | os.PathLike, run: str) -> dict[str, Any] | None:
     """The attributes (provenance) of one run in a store, or None when it has none."""
-    import json
-
     meta = Path(store) / check_run_name(run) / "zarr.json"
     try:
         return json.loads(meta.read_text()).get("attributes", {})
@@ -148,6 +263,7 @@ class RunWriter:
         self._arrays: dict[str, Any] = {}
         self._buffers: dict[str, tuple[np.ndarray, int]] = {}  # layer -> (buffer, first row)
         self.layers: list[str] = []
+        self.nonfinite: set[str] = set()  # layers where some activation is NaN or inf
 
     def add_layer(self, layer: str, units: int) -> None:
         """Create the ``(stimulus, unit)`` array of a layer of ``units`` units."""
@@ -164,6 +280,7 @@ class RunWriter:
             dimension_names=(STIMULUS, UNIT),
             attributes={"coordinates": "label index"},
             compressors=ZstdCodec(level=1),  # ReLU layers halve; level 3 costs 1.7× the time
+            fill_value=np.nan,  # a chunk that goes missing cannot pass for activations
             config={"write_empty_chunks": True},  # skip comparing each chunk to the fill value
         )
         for name, values in (("label", self._labels), ("index", self._indices)):
@@ -175,6 +292,8 @@ class RunWriter:
     def write(self, layer: str, start: int, block: np.ndarray) -> None:
         """Rows ``start : start + len(block)`` of a layer; rows must arrive in order."""
         buf, first = self._buffers[layer]
+        if layer not in self.nonfinite and not np.isfinite(block).all():
+            self.nonfinite.add(layer)
         rows = len(buf)
         pos = 0
         while pos < len(block):
@@ -192,7 +311,13 @@ class RunWriter:
         unfinished = [layer for layer, (_, first) in self._buffers.items() if first != self.n]
         if unfinished:
             raise RuntimeError(f"internal: rows missing in {unfinished} of run {self.run!r}")
-        self._group.attrs["layers"] = list(self.layers)
+        self._group.attrs.update(
+            {
+                "layers": list(self.layers),
+                "nonfinite_layers": [x for x in self.layers if x in self.nonfinite],
+            }
+        )
+        _write_manifest(self.tmp)
         _ensure_groups(self.store, self.run)
         dest = self.store / self.run
         _atomic.swap(self.tmp, dest, self.tmp, self.store.name)
@@ -237,10 +362,13 @@ def iter_layers(tree):
             yield run, layer, node[layer]["activations"]
 
 
-def open_activations(path: str | os.PathLike, *, runs: Sequence[str] | None = None):
+def open_activations(
+    path: str | os.PathLike, *, runs: Sequence[str] | None = None, verify: bool = True
+):
     """Open an activations store lazily as an :class:`xarray.DataTree`.
 
-    ``runs`` keeps only the named runs (an error names any the store lacks).
+    ``runs`` keeps only the named runs (an error names any the store lacks). Each run kept
+    is first checked against its manifest (:func:`verify_run`) unless ``verify=False``.
 
     Returns
     -------
@@ -274,6 +402,10 @@ def open_activations(path: str | os.PathLike, *, runs: Sequence[str] | None = No
         if list(runs) != found:
             tree = xr.DataTree.from_dict({f"/{r}": tree[r] for r in runs})
         found = list(runs)
+    for run in found:
+        if verify:
+            verify_run(path, run)
+        tree[run].attrs.pop(_MANIFEST, None)
     tree.attrs["runs"] = found
     return tree
 
@@ -316,14 +448,18 @@ def write_result(
             if ds[c].dtype.kind == "U":
                 ds = ds.assign_coords({c: ds[c].astype(object)})
         ds.to_zarr(tmp / name, mode="w", zarr_format=3, consolidated=False)
+        _write_manifest(tmp / name)
         _atomic.swap(tmp / name, path / name, tmp, path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path / name
 
 
-def open_results(path: str | os.PathLike):
+def open_results(path: str | os.PathLike, *, verify: bool = True):
     """Open a results store as one lazy :class:`xarray.Dataset`.
+
+    Each result is first checked against the manifest its writer recorded, unless
+    ``verify=False``: a missing or altered chunk is a :class:`DamagedStoreError` naming it.
 
     Returns
     -------
@@ -345,11 +481,11 @@ def open_results(path: str | os.PathLike):
         raise FileNotFoundError(
             f"{path} is not a results store; compute one with python -m repsim.report <checkpoints>"
         )
-    parts = [
-        xr.open_zarr(group, zarr_format=3, consolidated=False, chunks={})
-        for group in sorted(path.iterdir())
-        if (group / "zarr.json").is_file()
-    ]
+    groups = [group for group in sorted(path.iterdir()) if (group / "zarr.json").is_file()]
+    if verify:
+        for group in groups:
+            _verify(group, f"results store {path}, result {group.name!r}", "result")
+    parts = [xr.open_zarr(group, zarr_format=3, consolidated=False, chunks={}) for group in groups]
     merged = (
         xr.merge(parts, join="outer", compat="override", combine_attrs="drop")
         if parts
@@ -365,13 +501,16 @@ def open_results(path: str | os.PathLike):
     return merged
 
 
-def read_histories(runs: Mapping[str, str | os.PathLike]):
+def read_histories(runs: Mapping[str, str | os.PathLike], *, on_error=None):
     """The ``history.csv`` of each checkpoint as one Dataset ``(run, epoch)``.
 
     Parameters
     ----------
     runs
         Run name → checkpoint directory. Runs without a history are left out.
+    on_error
+        ``on_error(run, err)`` is called for a history that cannot be read (and the run is
+        left out); without it, the ValueError naming the file is raised.
 
     Returns
     -------
@@ -387,11 +526,23 @@ def read_histories(runs: Mapping[str, str | os.PathLike]):
     frames = {}
     for run, path in runs.items():
         file = Path(path) / HISTORY
-        if file.is_file():
-            frame = pd.read_csv(file)
-            if "epoch" not in frame:
-                raise ValueError(f"{file} has no 'epoch' column")
-            frames[run] = frame.set_index("epoch").astype(float)
+        if not file.is_file():
+            continue
+        try:
+            try:
+                frame = pd.read_csv(file)
+                if "epoch" not in frame:
+                    raise ValueError("it has no 'epoch' column")
+                frames[run] = frame.set_index("epoch").astype(float)
+            except (ValueError, OSError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(
+                    f"{file} is not a readable history ({first}); repair or delete it"
+                ) from err
+        except ValueError as err:
+            if on_error is None:
+                raise
+            on_error(run, err)
     if not frames:
         return xr.Dataset(coords={"run": [], "epoch": []})
     parts = [xr.Dataset.from_dataframe(f).expand_dims(run=[run]) for run, f in frames.items()]
