@@ -20,6 +20,10 @@ from pathlib import Path
 ERRORS = (ValueError, OSError, TypeError)
 
 
+class NothingAnalysed(ValueError):
+    """Every run of a command failed (each is in the command's :class:`Failures`)."""
+
+
 class Failures:
     """Runs a command could not analyse, and why: the command goes on with the other runs.
 
@@ -51,15 +55,19 @@ class Failures:
         )
 
     def add(self, run: str, err: BaseException) -> None:
-        """Record that ``run`` failed with ``err``; the caller goes on with the next run."""
+        """Record that ``run`` failed with ``err``; the caller goes on with the next run.
+        Failures are listed when the command ends (:meth:`end`, :meth:`fail`)."""
         if self.debug:
             traceback.print_exception(err)
         self.items.append((run, self.message(err)))
-        print(f"{run}: failed ({self.items[-1][1]})", file=sys.stderr)
 
     def fail(self, err: BaseException) -> int:
         """End a command that could not run at all: one line (a traceback with ``--debug``)."""
-        if self.debug:
+        unique = list(dict.fromkeys(self.items))
+        if isinstance(err, NothingAnalysed) and len(unique) == 1:
+            print(f"error: {unique[0][0]}: {unique[0][1]}", file=sys.stderr)
+            return 2
+        if self.debug and not isinstance(err, NothingAnalysed):
             traceback.print_exception(err)
         print(f"error: {self.message(err)}", file=sys.stderr)
         self.end("")

@@ -656,7 +656,9 @@ def extract_runs(
             continue
         done.append((run, info))
     if not done and failures is not None and failures.items:
-        raise ValueError(f"no run could be analysed ({len(failures.items)} failed)")
+        from repsim import _cli
+
+        raise _cli.NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
     return done
 
 

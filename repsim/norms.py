@@ -208,7 +208,7 @@ def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
             infos.append((run, info))
             print(f"{run}: {len(keys)} layers ({', '.join(list(keys.values())[:2])}, …)")
         if not parts:
-            raise ValueError(f"no run could be analysed ({len(failures.items)} failed)")
+            raise _cli.NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
         norms = xr.concat(parts, dim="run", join="outer").rename("weight_norm")
         runs = [r for r, _ in infos]
         provenance = {"runs": runs, "weights": "squared Frobenius norm / sum over layers"}

@@ -17,7 +17,14 @@ def _pyplot():
     return plt
 
 
-def rdm_grid(rdms, *, layers: Sequence[str] | None = None, max_columns: int = 6):
+def rdm_grid(
+    rdms,
+    *,
+    layers: Sequence[str] | None = None,
+    max_columns: int = 6,
+    cmap: str = "viridis",
+    size: float = 1.9,
+):
     """RDMs as a grid in the style of the paper's Figures 3 and 7.
 
     Rows are runs, columns are layers (default: up to ``max_columns`` spread from first to
@@ -29,6 +36,11 @@ def rdm_grid(rdms, *, layers: Sequence[str] | None = None, max_columns: int = 6)
     rdms
         ``rdm`` DataArray ``(run, layer, stimulus, stimulus_)`` or ``(layer, stimulus,
         stimulus_)``, stimuli sorted by label for the blocks to be contiguous.
+    cmap
+        Colour map; dark is similar (low dissimilarity) with the default ``viridis``, as in
+        the paper.
+    size
+        Inches per panel.
     """
     plt = _pyplot()
     if "run" not in rdms.dims:
@@ -45,7 +57,7 @@ def rdm_grid(rdms, *, layers: Sequence[str] | None = None, max_columns: int = 6)
     fig, axes = plt.subplots(
         len(runs),
         len(layers),
-        figsize=(1.9 * len(layers) + 0.6, 1.9 * len(runs) + 0.4),
+        figsize=(size * len(layers) + 0.6, size * len(runs) + 0.4),
         squeeze=False,
     )
     labels = np.asarray(rdms["label"].values)
@@ -62,7 +74,7 @@ def rdm_grid(rdms, *, layers: Sequence[str] | None = None, max_columns: int = 6)
                 if runs != [""]
                 else rdms.sel(layer=layer).isel(run=0).values
             )
-            image = ax.imshow(r, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+            image = ax.imshow(r, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             ax.imshow(
                 np.where(same, np.nan, 1.0),
                 cmap="Greys",
@@ -135,7 +147,7 @@ def _layer_curves(ax, data, ylabel: str, *, style: Mapping[str, str] | None = No
     xs = np.arange(1, len(layers) + 1)
     colors = sns.color_palette("colorblind", len(data["run"]))
     splits = [str(s) for s in data["split"].values] if "split" in data.dims else [None]
-    dashes = {"train": "--", "test": "-"}
+    dashes = {"train": "-", "test": "--"}  # the paper's Figure 8 shows training accuracy
     for color, run in zip(colors, data["run"].values, strict=True):
         for split in splits:
             y = data.sel(run=run) if split is None else data.sel(run=run, split=split)
@@ -167,7 +179,7 @@ def probe_curves(accuracy=None, mse=None, *, marks: Mapping[str, Sequence[str]] 
     ----------
     accuracy, mse
         ``probe_accuracy`` / ``probe_mse`` DataArrays ``(run, layer, split)``; either may be
-        None. Held-out (``test``) solid, ``train`` dashed.
+        None. ``train`` solid (what the paper's Figure 8 plots), held-out (``test``) dashed.
     """
     plt = _pyplot()
     panels = [
@@ -199,7 +211,12 @@ def weight_norm_curves(norms, *, marks: Mapping[str, Sequence[str]] | None = Non
     return fig
 
 
-def learning_curves(history, *, metrics: Sequence[str] = ("train_accuracy", "test_accuracy")):
+def learning_curves(
+    history,
+    *,
+    metrics: Sequence[str] = ("train_accuracy", "test_accuracy"),
+    error: bool = False,
+):
     """Accuracy (or any column of ``history.csv``) per epoch, one line per run (Figure 4).
 
     Parameters
@@ -207,6 +224,9 @@ def learning_curves(history, *, metrics: Sequence[str] = ("train_accuracy", "tes
     history
         Dataset ``(run, epoch)`` with one variable per metric, as
         :func:`repsim.store.read_histories` returns.
+    error
+        Plot the error ``1 − accuracy`` on a log scale instead (the paper's Figure 4 style:
+        differences near 100 % accuracy become visible).
     """
     import seaborn as sns
 
@@ -222,11 +242,71 @@ def learning_curves(history, *, metrics: Sequence[str] = ("train_accuracy", "tes
     colors = sns.color_palette("colorblind", len(history["run"]))
     for ax, metric in zip(axes[0], metrics, strict=True):
         for color, run in zip(colors, history["run"].values, strict=True):
-            y = history[metric].sel(run=run)
-            ax.plot(history["epoch"].values, y.values, color=color, label=str(run))
+            y = history[metric].sel(run=run).values
+            ax.plot(history["epoch"].values, 1 - y if error else y, color=color, label=str(run))
         ax.set_xlabel("epoch")
-        ax.set_title(metric.replace("_", " "), fontsize=10)
+        title = metric.replace("_", " ")
+        if error:
+            ax.set_yscale("log")
+            title = title.replace("accuracy", "error (1 − accuracy)")
+        ax.set_title(title, fontsize=10)
         sns.despine(ax=ax)
     axes[0, 0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_relative_error")):
+    """How close each synthetic gradient is to the true gradient over training.
+
+    One panel per run (rows) and measure (columns), one curve per SG position, coloured
+    by depth (light: near the input, dark: near the output).
+
+    Parameters
+    ----------
+    quality
+        DataArray ``(run, measure, position, step)`` as
+        :func:`repsim.store.read_sg_quality` returns (NaN where a run has no such position).
+    """
+    import seaborn as sns
+
+    plt = _pyplot()
+    if "run" not in quality.dims:
+        quality = quality.expand_dims(run=[""])
+    missing = [m for m in measures if m not in quality["measure"].values]
+    if missing:
+        raise ValueError(
+            f"no measure {', '.join(missing)}; have {', '.join(map(str, quality['measure'].values))}"
+        )
+    runs = [str(r) for r in quality["run"].values]
+    fig, axes = plt.subplots(
+        len(runs), len(measures), figsize=(4.8 * len(measures), 2.8 * len(runs)), squeeze=False
+    )
+    positions = [int(p) for p in quality["position"].values]
+    colors = dict(zip(positions, sns.color_palette("viridis_r", len(positions)), strict=True))
+    steps = quality["step"].values
+    for i, run in enumerate(runs):
+        for j, measure in enumerate(measures):
+            ax = axes[i, j]
+            data = quality.sel(run=run, measure=measure)
+            shown = []
+            for p in positions:
+                y = data.sel(position=p).values
+                if np.isfinite(y).any():
+                    ax.plot(steps, y, color=colors[p], lw=1)
+                    shown.append(p)
+            if len(shown) == 1:
+                ax.text(0.98, 0.05, f"SG after layer {shown[0]}", transform=ax.transAxes,
+                        ha="right", fontsize=8)  # fmt: skip
+            elif shown:
+                ax.text(0.98, 0.05, f"SGs after layers {shown[0]}–{shown[-1]} (dark: deeper)",
+                        transform=ax.transAxes, ha="right", fontsize=8)  # fmt: skip
+            if measure.endswith("cosine"):
+                ax.set_ylim(-0.05, 1.05)
+            if measure.endswith("relative_error"):
+                ax.set_ylim(0, max(1.5, float(np.nanmin([np.nanmax(data.values), 3]))))
+            ax.set_title(f"{run}: {measure.replace('_', ' ')}" if run else measure, fontsize=9)
+            ax.set_xlabel("step")
+            sns.despine(ax=ax)
     fig.tight_layout()
     return fig

@@ -45,6 +45,7 @@ __all__ = [
     "open_results",
     "read_histories",
     "read_run_attrs",
+    "read_sg_quality",
     "runs",
     "verify_run",
     "write_result",
@@ -499,6 +500,50 @@ def open_results(path: str | os.PathLike, *, verify: bool = True):
             if dim in part.dims and dim in merged.dims and len(part[dim]) == len(merged[dim]):
                 merged = merged.reindex({dim: part[dim].values})
     return merged
+
+
+def read_sg_quality(runs: Mapping[str, str | os.PathLike]):
+    """Each checkpoint's ``sg_quality.csv`` as one DataArray ``(run, measure, position, step)``.
+
+    Parameters
+    ----------
+    runs
+        Run name → checkpoint directory. Runs without the table (no SG, or measured
+        off) are left out.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``sg_quality``: the measures of :meth:`training.rules.SyntheticGradients.quality`
+        (``sg_cosine``, ``sg_relative_error``, ``target_cosine``, ``target_relative_error``)
+        per SG position (the block it follows) and optimizer step; NaN where a run has no
+        such position or step.
+    """
+    import pandas as pd
+    import xarray as xr
+
+    from repsim.checkpoints import SG_QUALITY
+
+    frames = []
+    for run, path in runs.items():
+        file = Path(path) / SG_QUALITY
+        if not file.is_file():
+            continue
+        try:
+            df = pd.read_csv(file)
+            df = df[["step", "position", "measure", "value"]].astype(
+                {"step": int, "position": int, "measure": str, "value": float}
+            )
+        except (ValueError, KeyError, pd.errors.ParserError) as err:
+            raise ValueError(f"{file} is damaged ({err}); retrain to rewrite it") from err
+        frames.append(df.assign(run=run))
+    if not frames:
+        return xr.DataArray(
+            np.zeros((0, 0, 0, 0)), dims=("run", "measure", "position", "step"), name="sg_quality"
+        )
+    table = pd.concat(frames).set_index(["run", "measure", "position", "step"])["value"]
+    da = xr.DataArray.from_series(table[~table.index.duplicated(keep="last")])
+    return da.reindex(run=[r for r in runs if r in set(da["run"].values)]).rename("sg_quality")
 
 
 def read_histories(runs: Mapping[str, str | os.PathLike], *, on_error=None):

@@ -34,14 +34,16 @@ from training.train import TrainConfig, add_config_arguments, run
 #:
 #: - batch size 128 (not stated);
 #: - number of steps (not stated; its Supplementary C mentions runs of "100k iterations"
-#:   only for the SG-without-activations experiment): 20 epochs (9,360 steps), enough for
-#:   ``bp`` to pass 99.5 % training accuracy on all 60,000 digits on every seed (the
-#:   REPORT gives the epoch where it does);
-#: - ``sg-full`` (an SG after each of the 20 blocks) trains for 60 epochs (28,080 steps):
-#:   a bootstrapped chain of 20 SGs learns more slowly than the other three rules (96 %
-#:   training accuracy after 20 epochs), and the paper compares converged networks
-#:   ("functionally the networks perform identically"). This is the only per-run change
-#:   (:data:`RUN_OVERRIDES`); the ``sg`` rule itself is Table 1's;
+#:   only for the SG-without-activations experiment): 20 epochs (9,360 steps). ``bp``
+#:   passes 99.5 % training accuracy on all 60,000 digits at epoch 9, 10 and 9 (seeds 0, 1,
+#:   2; measured on the REPORT's runs), so 20 leaves a 2× margin;
+#: - ``sg-full`` (an SG after each of the 20 blocks) trains for 60 epochs (28,080 steps), the
+#:   preset's only per-run setting (:data:`RUN_OVERRIDES`); the ``sg`` rule itself is Table
+#:   1's. A bootstrapped chain of 20 SGs learns more slowly than the other rules: 97.2 %
+#:   training accuracy after 20 epochs, 98.6 % after 60 (seed 0; mean of 3 seeds 98.62 %),
+#:   still rising by about 0.1 point every 5 epochs. Its test accuracy (97.3 %) is above
+#:   ``bp``'s (96.7 %) from epoch 20 on. It does not reach 99 % training accuracy in 60
+#:   epochs: see analyses/REPORT.md;
 #: - weight decay 1e-4 as an L2 term on the Linear weights (the paper: "a small L2 penalty
 #:   added to weights to make norm correspond roughly to amount of computation", size not
 #:   stated);
@@ -58,8 +60,10 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": PAPER,
     # The paper's network and optimiser on the embedded 5,000-digit subset (4,000 to train),
     # for machines without full MNIST: 31 steps an epoch, so more epochs for the same
-    # training accuracy (see RUN_OVERRIDES for sg-full).
-    "paper-5k": dataclasses.replace(PAPER, data="mnist-5k", epochs=300, sg_quality_every=31),
+    # training accuracy. bp passes 99.5 % at epoch 23 (seed 0, measured; test accuracy is
+    # only 75-83 %: 4,000 digits at this small step generalise poorly); 60 epochs leave the
+    # same margin as the paper preset's, and sg-full gets the same 3× (not measured).
+    "paper-5k": dataclasses.replace(PAPER, data="mnist-5k", epochs=60, sg_quality_every=31),
     # The same four runs on a small net and a larger step: under 2 minutes for all four
     # on 2 CPU cores; for the demo and the tests, not for conclusions.
     "quick": TrainConfig(depth=8, width=128, epochs=20, batch_size=128, lr=1e-3),
@@ -73,7 +77,7 @@ RUNS: dict[str, dict[str, str]] = {
 #: Settings a preset gives one run on top of its own (explicit, and printed by the sweep).
 RUN_OVERRIDES: dict[str, dict[str, dict]] = {
     "paper": {"sg-full": {"epochs": 60}},
-    "paper-5k": {"sg-full": {"epochs": 900}},
+    "paper-5k": {"sg-full": {"epochs": 180}},
 }
 
 

@@ -101,7 +101,7 @@ def test_a_fake_torchscript_archive_is_one_line(tmp_path, capsys):
         z.writestr("archive/data.pkl", b"garbage")
     assert extract.main([str(fake), "--quiet"]) == 2
     err = capsys.readouterr().err
-    _one_line_error(err, "no run could be analysed")
+    _one_line_error(err, "looks like a TorchScript archive")
     assert f"{fake} looks like a TorchScript archive but cannot be loaded" in err
 
 
