@@ -295,17 +295,17 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
                 if np.isfinite(y).any():
                     ax.plot(steps, y, color=colors[p], lw=1)
                     shown.append(p)
-            if len(shown) == 1:
-                ax.text(0.98, 0.05, f"SG after layer {shown[0]}", transform=ax.transAxes,
-                        ha="right", fontsize=8)  # fmt: skip
-            elif shown:
-                ax.text(0.98, 0.05, f"SGs after layers {shown[0]}–{shown[-1]} (dark: deeper)",
-                        transform=ax.transAxes, ha="right", fontsize=8)  # fmt: skip
+            where = (
+                f"SG after layer {shown[0]}" if len(shown) == 1
+                else f"SGs after layers {shown[0]}–{shown[-1]}, dark = deeper" if shown else ""
+            )  # fmt: skip
             if measure.endswith("cosine"):
                 ax.set_ylim(-0.05, 1.05)
             if measure.endswith("relative_error"):
-                ax.set_ylim(0, max(1.5, float(np.nanmin([np.nanmax(data.values), 3]))))
-            ax.set_title(f"{run}: {measure.replace('_', ' ')}" if run else measure, fontsize=9)
+                ax.set_yscale("log")
+            title = measure.replace("_", " ")
+            ax.set_title(f"{run}: {title}" if run else title, fontsize=9)
+            ax.text(0.02, 0.02, where, transform=ax.transAxes, fontsize=7, color="0.3")
             ax.set_xlabel("step")
             sns.despine(ax=ax)
     fig.tight_layout()

@@ -83,3 +83,48 @@ def test_learning_curves_plot_each_metric_and_explain_a_missing_one():
         ValueError, match=r"history has no sg_loss; it has train_accuracy, test_accuracy"
     ):
         plots.learning_curves(h, metrics=["sg_loss"])
+
+
+def test_probe_curves_show_train_solid_and_held_out_dashed():
+    fig = plots.probe_curves(_per_layer("probe_accuracy", split=True))
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].lines}
+    assert styles == {"bp train": "-", "bp test": "--", "sg train": "-", "sg test": "--"}
+
+
+def test_learning_curves_can_show_the_error_on_a_log_axis():
+    acc = np.array([[0.5, 0.9, 0.99, 0.999]])
+    h = xr.Dataset({"train_accuracy": (("run", "epoch"), acc)},
+                   coords={"run": ["bp"], "epoch": [1, 2, 3, 4]})  # fmt: skip
+    ax = plots.learning_curves(h, metrics=["train_accuracy"], error=True).axes[0]
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), 1 - acc[0])
+    assert "error" in ax.get_title()
+
+
+def _quality(tmp_path):
+    """Two checkpoints' sg_quality.csv (one SG, and three), read back as training writes them."""
+    from repsim import checkpoints, store
+
+    runs = {}
+    for run, positions in (("sg-single", [2]), ("sg-full", [1, 2, 3])):
+        rows = [{"step": s, "epoch": 1, "position": p, "measure": m, "value": s / 10 + p}
+                for s in (0, 5, 10) for m in ("sg_cosine", "sg_relative_error")
+                for p in positions]  # fmt: skip
+        checkpoints.save(tmp_path / run, {"name": run}, {}, tables={checkpoints.SG_QUALITY: rows})
+        runs[run] = tmp_path / run
+    runs["bp"] = tmp_path / "bp"  # no table: left out
+    return store.read_sg_quality(runs)
+
+
+def test_sg_quality_is_read_as_one_array_and_drawn_one_curve_per_position(tmp_path):
+    q = _quality(tmp_path)
+    assert dict(q.sizes) == {"run": 2, "measure": 2, "position": 3, "step": 3}
+    assert list(q["run"].values) == ["sg-single", "sg-full"]
+    assert float(q.sel(run="sg-full", measure="sg_cosine", position=3, step=10)) == 4.0
+    assert np.isnan(q.sel(run="sg-single", position=1)).all()  # no SG there
+    fig = plots.sg_quality_curves(q)
+    assert len(fig.axes) == 2 * 2
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1, 3, 3]
+    np.testing.assert_allclose(fig.axes[2].lines[0].get_ydata(), [1.0, 1.5, 2.0])
+    with pytest.raises(ValueError, match="no measure target_cosine"):
+        plots.sg_quality_curves(q, measures=["target_cosine"])
