@@ -111,6 +111,9 @@ def main() -> None:
     if not args.skip_analyses and report.main([str(args.ckpt), "--quiet"]):
         raise SystemExit("repsim.report failed")
     analysis_s = time.perf_counter() - t0
+    previous = args.out / "figures" / "numbers.json"
+    if args.skip_analyses and previous.is_file():  # keep the time of the run that made them
+        analysis_s = json.loads(previous.read_text()).get("analysis_s", analysis_s)
     res = store.open_results(args.ckpt / "results.zarr").load()
     history = store.read_histories(runs)
     quality = store.read_sg_quality(runs)
@@ -155,7 +158,7 @@ def main() -> None:
     }
 
     # ---------------------------------------------------------------- claims
-    claims = []  # (claim, definition, measured, verdict)
+    claims = []  # (short name, claim, definition, measured, verdict)
     acc = res["probe_accuracy"]
     mse = res["probe_mse"]
     probe_train = {r: acc.sel(run=r, split="train").values for r in runs}
@@ -163,6 +166,7 @@ def main() -> None:
         v = {r: float(probe_train[r][1:].min()) for r in runs}
         flags = [x >= D["probe_perfect"] for x in _per_seed(v, "sg-single")]
         claims.append((
+            "sg-single: perfect probes from layer 2",
             "Figure 8 (left), Section 5: linear classifier probes on `sg-single` \"can achieve "
             "100% training accuracy after the first two hidden-layers\", as with backprop.",
             f"lowest probe **training** accuracy (60,000 digits) over layers 2–{depth} "
@@ -176,6 +180,7 @@ def main() -> None:
         flags = [v[r] >= D["probe_perfect"] and bp1[metas[r]["seed"]] < v[r]
                  for r in runs if _method(r) == "dfa"]  # fmt: skip
         claims.append((
+            "DFA: perfect probe at layer 1, BP not",
             "Figure 8 (left), Supp. C: \"for DFA we can have 100% accuracy after the very "
             "first hidden layer, which is not true even for backpropagation\".",
             f"layer-1 probe training accuracy: DFA's ≥ {D['probe_perfect']:.1%} and above BP's "
@@ -192,6 +197,7 @@ def main() -> None:
             for r in runs if _method(r) == "dfa"
         ]  # fmt: skip
         claims.append((
+            "DFA: non-linear early (regressor probe)",
             "Figure 8 (right), Supp. C: \"DFA performs lots of non-linear transformations very "
             "early on compared to all other methods\".",
             "layer-1 linear regressor probe back to the input: DFA's training MSE is above every "
@@ -214,14 +220,14 @@ def main() -> None:
     rel = dist.isel(layer=slice(1, None)) / dist.isel(layer=0)
     frac = D["nearly_constant_fraction"]
     settle = {r: _nearly_constant_from(rel.sel(run=r).values, 1.0, frac) for r in runs}
-    for method, rule, text in (
-        ("bp", lambda L: D["bp_constant_by"] >= L,
+    for method, rule, short, text in (
+        ("bp", lambda L: D["bp_constant_by"] >= L, "BP: nearly constant RDM from layer 9",
          "Figures 3 and 7: BP's representation \"after 9 layers is nearly the same as the final "
          "layer's\" (\"nearly constant representation correlation from layer 9 forward\")."),
-        ("dfa", lambda L: D["dfa_constant_by"] >= L,
+        ("dfa", lambda L: D["dfa_constant_by"] >= L, "DFA: nearly constant RDM from layer 2",
          "Figure 7: DFA has a \"nearly non-evolving representation correlation after the very "
          "first layer\"."),
-        ("sg-full", lambda L: D["sg_full_constant_after"] < L,
+        ("sg-full", lambda L: D["sg_full_constant_after"] < L, "sg-full: RDM evolves to the end",
          "Figures 3 and 7: with an SG after every layer \"the representation constantly evolves "
          "through all the layers\"; there is \"no longer a point ... where the representation "
          "is more or less static\"."),
@@ -231,6 +237,7 @@ def main() -> None:
         bound = {"bp": f"L ≤ {D['bp_constant_by']}", "dfa": f"L ≤ {D['dfa_constant_by']}",
                  "sg-full": f"L > {D['sg_full_constant_after']}"}[method]  # fmt: skip
         claims.append((
+            short,
             text,
             f"L = first layer from which every layer's diagonal L2 to layer {depth} is ≤ "
             f"{frac:.0%} of the input pixels' (curve: `diag_l2.png`); holds if {bound}",
@@ -252,6 +259,7 @@ def main() -> None:
         ratio = {str(r): float(step[i, k - 1] / np.median(np.delete(step[i, 1:], k - 2)))
                  for i, r in enumerate(rdms["run"].values)}  # fmt: skip
         claims.append((
+            "sg-single: two regimes split at the SG",
             f"Figures 3 and 7: with a single SG (after layer {k}) \"the representation is "
             f"qualitatively different for the first part of the network (up to layer {k}) and "
             "the rest\".",
@@ -271,17 +279,24 @@ def main() -> None:
         return float(spearmanr(np.arange(lo, hi + 1), y).statistic)
 
     r_all = {r: rho(r) for r in runs}
+    # the paper's text says "weight matrices connecting consecutive hidden layers": the same
+    # ρ without the input layer's matrix, shown beside the verdict (which uses all layers)
+    r_hidden = {r: rho(r, 2, depth) for r in runs}
     if "bp" in methods:
         claims.append((
+            "BP: weight norms increase with depth",
             "Figure 5: BP's weight norms are \"slowly increasing towards the output of the "
             "network\".",
             "Spearman ρ between layer (1–20) and normalised squared Frobenius norm "
             "‖W_l‖² / Σ_k ‖W_k‖²; holds if ρ > 0",
-            "ρ: " + "; ".join(f"{m} {_pm(_per_seed(r_all, m), '.2f')}" for m in methods),
+            "ρ: " + "; ".join(f"{m} {_pm(_per_seed(r_all, m), '.2f')}" for m in methods)
+            + " (layers 2–20 only: "
+            + "; ".join(f"{m} {_pm(_per_seed(r_hidden, m), '.2f')}" for m in methods) + ")",
             _verdict([x > 0 for x in _per_seed(r_all, "bp")]),
         ))  # fmt: skip
     if "sg-full" in methods:
         claims.append((
+            "sg-full: weight norms decrease with depth",
             "Figure 5: with an SG between every two layers the norms \"start high, and then "
             "decrease towards the output\".",
             "the same ρ; holds if ρ < 0",
@@ -293,6 +308,7 @@ def main() -> None:
         after = {r: rho(r, k + 1, depth) for r in runs}
         before = {r: rho(r, 1, k) for r in runs}
         claims.append((
+            "sg-single: BP-like norms after the SG",
             "Figure 5: with a single SG \"the behaviour after the SG module resembles ... "
             "backpropagation, while before the SG it is more chaotic\".",
             f"ρ over layers {k + 1}–{depth} (after the SG) > 0 and > ρ over layers 1–{k} (before)",
@@ -305,6 +321,7 @@ def main() -> None:
         e99 = {r: first_epoch(r, D["train_accuracy"]) for r in runs}
         bp_e = {metas[r]["seed"]: e99[r] for r in runs if _method(r) == "bp"}
         claims.append((
+            "sg-single converges faster than BP",
             "Figure 4, Section 5: \"SG-based models actually seem to converge faster\" (20-layer "
             "ReLU, one SG in the middle).",
             f"epochs until training accuracy ≥ {D['train_accuracy']:.0%} (eval mode, all "
@@ -320,7 +337,7 @@ def main() -> None:
     rdm_seed0 = rdms.sel(run=[first[m] for m in methods]).assign_coords(run=methods)
     figs = {
         "rdm": save(plots.rdm_grid(rdm_seed0, layers=[layers[i] for i in shown], size=1.6),
-                    "rdm", dpi=100),
+                    "rdm", dpi=130),
     }  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8))
     for ax, data, ylabel in (
@@ -344,10 +361,8 @@ def main() -> None:
     figs["probes"] = save(plots.probe_curves(by_method(acc), by_method(mse), marks=marks), "probes")
     figs["weight_norm"] = save(plots.weight_norm_curves(by_method(norms), marks=marks),
                                "weight_norm")  # fmt: skip
-    figs["learning"] = save(
-        plots.learning_curves(history[["train_accuracy", "test_accuracy"]], error=True),
-        "learning_curves",
-    )
+    curves = xr.Dataset({k: by_method(history[k]) for k in ("train_accuracy", "test_accuracy")})
+    figs["learning"] = save(plots.learning_curves(curves, error=True), "learning_curves")
     sg_runs = [first[m] for m in ("sg-single", "sg-full") if m in first and first[m] in
                quality["run"].values]  # fmt: skip
     if sg_runs:
@@ -385,6 +400,30 @@ def main() -> None:
         )  # fmt: skip
 
     # ---------------------------------------------------------------- the page
+    failed_training = [m for m in methods if not all(trains[r] for r in runs if _method(r) == m)]
+    summary = [
+        f"- **Training**: {', '.join(m for m in methods if m not in failed_training)} meet the "
+        f"criterion below on every seed"
+        + (
+            "; "
+            + ", ".join(
+                f"`{m}` does not (training accuracy "
+                f"{_pm([last[r]['train_accuracy'] for r in runs if _method(r) == m], '.4f')} after "
+                f"{epochs[first[m]]} epochs; test accuracy "
+                f"{_pm([last[r]['test_accuracy'] for r in runs if _method(r) == m], '.4f')})"
+                for m in failed_training
+            )
+            if failed_training
+            else ""
+        )
+        + ".",
+    ]
+    for word, heading in (("holds", "Claims that hold"), ("partly", "Claims that hold on some "
+                          "seeds only"), ("does not hold", "Claims that do not hold")):  # fmt: skip
+        names = [c[0] for c in claims if c[4].startswith(f"**{word}**")]
+        if names:
+            summary.append(f"- **{heading}** ({len(names)} of {len(claims)}): {'; '.join(names)}.")
+
     cfg = metas[first[methods[0]]]["config"]
     device = metas[first[methods[0]]]["device"]
     acc_rows = []
@@ -402,6 +441,10 @@ def main() -> None:
         "",
         f"Generated by `python analyses/make_report.py --ckpt {args.ckpt.name}` on "
         f"{time.strftime('%Y-%m-%d')}; nothing below is typed by hand.",
+        "",
+        "## Summary",
+        "",
+        *summary,
         "",
         "## Setting",
         "",
@@ -436,7 +479,8 @@ def main() -> None:
         "",
         f"Criterion: training accuracy ≥ {D['train_accuracy']:.0%} (eval mode, all 60,000 "
         f"digits) and test accuracy within {D['test_gap'] * 100:.1f} points of `bp`'s, on each "
-        "seed. Mean ± sd over seeds; wall time per run on the GPU, 12 runs sharing it.",
+        "seed. Mean ± sd over seeds; wall time per run on the GPU, 12 runs sharing it. "
+        "Learning curves: mean over seeds, error (1 − accuracy) on a log scale.",
         "",
         "| run | epochs | train accuracy | test accuracy | epoch train ≥ 99.5 % (per seed) | "
         "wall time per run (min) | meets criterion |",
@@ -471,7 +515,7 @@ def main() -> None:
         "",
         "| claim (the paper's words) | operational definition | measured | verdict |",
         "|---|---|---|---|",
-        *[f"| {c} | {d} | {m} | {v} |" for c, d, m, v in claims],
+        *[f"| {c} | {d} | {m} | {v} |" for _, c, d, m, v in claims],
         "",
         "## Figures",
         "",

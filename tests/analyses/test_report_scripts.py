@@ -26,11 +26,19 @@ def test_parallel_sweep_then_report(tmp_path):
     assert sorted(runs) == sorted(
         f"{m}/seed-{s}" for m in ("bp", "sg-single", "sg-full", "dfa") for s in (0, 1)
     )
-    # the same run as `training.sweep` trains (same config, same weights on CPU)
+    # the same run as `training.sweep` trains: same config, and the same weights on CPU
+    # with the same number of threads (each worker uses one; sums in matmuls depend on it)
     from training import sweep
 
-    assert sweep.main(["--preset", "quick", "--methods", "dfa", "--seeds", "0,1",
-                       "--out", str(tmp_path / "serial"), "--quiet", *TINY]) == 0  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert sweep.main(["--preset", "quick", "--methods", "dfa", "--seeds", "0,1",
+                           "--out", str(tmp_path / "serial"), "--quiet", *TINY]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    meta = checkpoints.read_meta(tmp_path / "serial/dfa/seed-1")
+    assert checkpoints.read_meta(runs["dfa/seed-1"])["config"] == meta["config"]
     a, _ = checkpoints.read_tensors(runs["dfa/seed-1"] / checkpoints.MODEL)
     b, _ = checkpoints.read_tensors(tmp_path / "serial/dfa/seed-1" / checkpoints.MODEL)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -42,7 +50,7 @@ def test_parallel_sweep_then_report(tmp_path):
     )  # fmt: skip
     text = (out / "REPORT.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
-    assert len(rows) == 10, text  # one verdict per claim
+    assert len(rows) == 11, text  # one verdict per claim
     assert all(re.search(r"\*\*(holds|partly|does not hold)\*\* \(\d/2 seeds\)", r) for r in rows)
     for link in re.findall(r"\]\((figures/[^)]+\.png)\)", text):
         assert (out / link).is_file(), link
