@@ -113,7 +113,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if bad := [e for e in self.snapshots if not 1 <= e <= self.epochs]:
             raise ValueError(f"snapshots must be epochs from 1 to {self.epochs}, got {bad}")
-        datasets._check_name(self.data)
+        datasets.check_name(self.data)
         self.sg_positions  # noqa: B018  (validates sg_layers)
 
     @property

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from repsim import checkpoints, datasets
+from repsim import checkpoints
+from repsim.datasets import sources
 from training import sweep
 from training.model import MLP
 from training.train import TrainConfig, build, main, make_optimizer, train
@@ -206,7 +207,7 @@ def test_paper_preset_is_the_papers_setting():
 def test_paper_sweep_without_mnist_fails_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(datasets, "_candidates", lambda name: [tmp_path / "nowhere" / name])
+    monkeypatch.setattr(sources, "candidates", lambda name: [tmp_path / "nowhere" / name])
     assert sweep.main(["--preset", "paper", "--out", str(tmp_path / "ck")]) == 2
     err = capsys.readouterr().err
     assert "python -m repsim.datasets download mnist" in err and "REPSIM_DATA" in err
