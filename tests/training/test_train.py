@@ -158,8 +158,7 @@ def test_cli_reports_bad_config_and_trains(tmp_path, capsys):
 
 
 # The run of the command line in the test below, with a callback that says when each epoch
-# is saved
-# and that never returns after epoch 2: the run cannot finish before it is killed.
+# is saved, and that never returns after epoch 2: the run cannot finish before it is killed.
 _TRAIN_UNTIL_KILLED = """
 import sys
 from training.train import TrainConfig, train
