@@ -21,7 +21,8 @@ from pathlib import Path
 
 from repsim import datasets
 from repsim.checkpoints import check_destination, read_history
-from training.train import TrainConfig, add_config_arguments, run
+from training.config import TrainConfig, add_config_arguments
+from training.train import run
 
 #: The paper's setting (Czarnecki et al. 2017, Supplementary C): "feed forward networks with
 #: h layers of 512 hidden relu units followed by batch normalisation layers. The final layer
