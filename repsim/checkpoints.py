@@ -761,11 +761,15 @@ def load(
             )
         kwargs = model_kwargs if model_kwargs is not None else spec.get("kwargs")
         net = _build(
-            factory, kwargs, trust=trust or user_named,
+            factory,
+            kwargs,
+            trust=trust or user_named,
             from_file=not user_named or model_kwargs is None,
-            shapes=_header_shapes(path / MODEL), strict=strict, source=str(path / MODEL),
+            shapes=_header_shapes(path / MODEL),
+            strict=strict,
+            source=str(path / MODEL),
             max_bytes=max_bytes,
-        )  # fmt: skip
+        )
         state, _ = read_tensors(path / MODEL)
         _load_state(net, state, strict=strict, source=str(path / MODEL))
         source_layers = layers if layers is not None else meta.get("layers")
@@ -820,9 +824,15 @@ def load(
                 "and, if it needs them, model_kwargs"
             )
         net = _build(
-            model, model_kwargs, trust=trust or user_named, from_file=not user_named,
-            shapes=_shapes(state), strict=strict, source=str(path), max_bytes=max_bytes,
-        )  # fmt: skip
+            model,
+            model_kwargs,
+            trust=trust or user_named,
+            from_file=not user_named,
+            shapes=_shapes(state),
+            strict=strict,
+            source=str(path),
+            max_bytes=max_bytes,
+        )
         _load_state(net, state, strict=strict, source=str(path))
         factory = _factory_name(model)
     info = CheckpointInfo(
@@ -865,10 +875,8 @@ def discover(root: str | os.PathLike) -> list[tuple[str, Path]]:
             if d.startswith(".") and ".old-" in d:
                 _recover(here / d[1:].rsplit(".old-", 1)[0])
         dirnames[:] = [d for d in os.listdir(here) if (here / d).is_dir()]
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if not d.startswith(".") and not d.endswith(".zarr") and d != SNAPSHOTS
-        )  # fmt: skip
+        skip = [d for d in dirnames if d.startswith(".") or d.endswith(".zarr") or d == SNAPSHOTS]
+        dirnames[:] = sorted(set(dirnames) - set(skip))
         for d in list(dirnames):
             if (here / d / META).is_file():
                 found.append(((here / d).relative_to(root).as_posix(), here / d))

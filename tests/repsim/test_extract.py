@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -466,8 +465,11 @@ def test_the_command_starts_without_importing_training():
 
 
 def test_time_is_reported(tmp_path, capsys):
+    """Each run's line ends with its rate and time; how fast extraction is, is measured by
+    benchmarks/extract.py, not asserted here (a loaded machine would fail the test)."""
     _our_checkpoint(tmp_path / "bp")
-    t0 = time.perf_counter()
     assert main([str(tmp_path), "--quiet", "--stimuli", "mnist-5k:test:10", "--device", "cpu"]) == 0
-    assert time.perf_counter() - t0 < 60
-    assert "stimuli/s" in capsys.readouterr().out
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("bp: "))
+    rate, seconds = line.rsplit("(", 1)[1].removesuffix(")").split(", ")
+    assert rate.endswith(" stimuli/s") and float(rate.split()[0].replace(",", "")) >= 0
+    assert seconds.endswith(" s") and float(seconds.split()[0]) >= 0

@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from repsim import checkpoints, datasets
+from repsim import checkpoints
+from repsim.datasets import sources
 from training import sweep
 from training.model import MLP
 from training.train import TrainConfig, build, main, make_optimizer, train
@@ -156,22 +157,48 @@ def test_cli_reports_bad_config_and_trains(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
+# The run of the command line in the test below, with a callback that says when each epoch
+# is saved, and that never returns after epoch 2: the run cannot finish before it is killed.
+_TRAIN_UNTIL_KILLED = """
+import sys
+from training.train import TrainConfig, train
+
+def saved(epoch, row):
+    print(epoch, flush=True)
+    if epoch == 2:
+        sys.stdin.read()  # wait here to be killed
+
+cfg = TrainConfig(depth=3, width=32, epochs=6, batch_size=32, lr=1e-3)
+train(cfg, sys.argv[1], progress=False, callback=saved)
+"""
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    """SIGKILL mid-run (no chance to clean up), rerun the same command, compare."""
-    args = [sys.executable, "-m", "training.train", "--depth", "3", "--width", "32",
-            "--epochs", "6", "--batch-size", "32", "--lr", "1e-3", "--quiet"]  # fmt: skip
+    """SIGKILL mid-run (no chance to clean up: during epoch 2 or just after it is saved),
+    rerun the same command, compare."""
+    args = [
+        *(sys.executable, "-m", "training.train", "--depth", "3", "--width", "32"),
+        *("--epochs", "6", "--batch-size", "32", "--lr", "1e-3", "--quiet"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], cwd=ROOT, env=env)
-    deadline = time.time() + 120
-    history = tmp_path / "killed" / "history.csv"
-    while time.time() < deadline and proc.poll() is None:
-        if history.is_file() and len(history.read_text().splitlines()) >= 2:  # epoch 1 saved
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN_UNTIL_KILLED, str(tmp_path / "killed")],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(600, proc.kill)  # only if the child hangs before epoch 1
+    watchdog.start()
+    try:
+        assert proc.stdout.readline().strip() == "1", "the run failed before saving epoch 1"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        watchdog.cancel()
     done = checkpoints.read_meta(tmp_path / "killed")["epoch"]
-    assert 1 <= done < 6, "the run finished before it could be killed; make it longer"
+    assert done in (1, 2)
     subprocess.run([*args, "--out", str(tmp_path / "killed")], cwd=ROOT, env=env, check=True)
     subprocess.run([*args, "--out", str(tmp_path / "straight")], cwd=ROOT, env=env, check=True)
     a, _ = checkpoints.read_tensors(tmp_path / "killed" / "model.safetensors")
@@ -206,7 +233,7 @@ def test_paper_preset_is_the_papers_setting():
 def test_paper_sweep_without_mnist_fails_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(datasets, "_candidates", lambda name: [tmp_path / "nowhere" / name])
+    monkeypatch.setattr(sources, "candidates", lambda name: [tmp_path / "nowhere" / name])
     assert sweep.main(["--preset", "paper", "--out", str(tmp_path / "ck")]) == 2
     err = capsys.readouterr().err
     assert "python -m repsim.datasets download mnist" in err and "REPSIM_DATA" in err
