@@ -176,10 +176,15 @@ def load_runs(args: argparse.Namespace, failures: Failures) -> list[Run]:
 
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     return runs.discover(
-        args.path, model=args.model, model_kwargs=args.model_kwargs, layers=layers,
-        trust=args.trust, strict=args.strict, max_model_bytes=_max_bytes(args.max_model_gb),
+        args.path,
+        model=args.model,
+        model_kwargs=args.model_kwargs,
+        layers=layers,
+        trust=args.trust,
+        strict=args.strict,
+        max_model_bytes=_max_bytes(args.max_model_gb),
         on_error=failures.add,
-    )  # fmt: skip
+    )
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -234,9 +239,12 @@ class Context:
         """Keywords of :func:`repsim.extract.extract_runs` from the arguments: how to
         extract, and where failures and the one line per run go."""
         return {
-            "batch_size": self.args.batch_size, "force": self.args.force,
-            "progress": not self.args.quiet, "on_error": self.failures.add, "log": print,
-        }  # fmt: skip
+            "batch_size": self.args.batch_size,
+            "force": self.args.force,
+            "progress": not self.args.quiet,
+            "on_error": self.failures.add,
+            "log": print,
+        }
 
     def save(self, results: Any) -> Any:
         """Write each variable of ``results`` to the results store and read them back:

@@ -554,27 +554,49 @@ def extract_runs(
                 selected[spec] = datasets.select(spec)
             inputs, labels, indices = selected[spec]
             name, split, _ = datasets.parse_stimuli(spec)
-            provenance = {"checkpoint": str(run.info.path), "factory": run.info.factory,
-                          "stimuli": spec, "dataset": name, "split": split}  # fmt: skip
+            provenance = {
+                "checkpoint": str(run.info.path),
+                "factory": run.info.factory,
+                "stimuli": spec,
+                "dataset": name,
+                "split": split,
+            }
             t0 = time.perf_counter()
             if store is None:
                 tree = extract(
-                    run.model, inputs, list(run.layers), labels=labels, indices=indices,
-                    batch_size=batch_size, device=device,
-                )  # fmt: skip
+                    run.model,
+                    inputs,
+                    list(run.layers),
+                    labels=labels,
+                    indices=indices,
+                    batch_size=batch_size,
+                    device=device,
+                )
                 tree.attrs.update(provenance, run=run.name, nonfinite_layers=_nonfinite(tree))
                 skipped = False
             else:
                 tree, skipped = extract_to_zarr(
-                    run.model, inputs, list(run.layers), store, run=run.name, labels=labels,
-                    indices=indices, batch_size=batch_size, device=device, force=force,
-                    progress=progress, provenance=provenance, weights_sha256=run.info.weights_sha256,
-                )  # fmt: skip
+                    run.model,
+                    inputs,
+                    list(run.layers),
+                    store,
+                    run=run.name,
+                    labels=labels,
+                    indices=indices,
+                    batch_size=batch_size,
+                    device=device,
+                    force=force,
+                    progress=progress,
+                    provenance=provenance,
+                    weights_sha256=run.info.weights_sha256,
+                )
             seconds = time.perf_counter() - t0
             if log is not None:
                 what = "up to date" if skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
                 where = "memory" if store is None else Path(store) / run.name
-                log(f"{run.name}: {len(tree.children)} layers × {len(indices)} stimuli → {where} ({what}, {seconds:.1f} s)")  # fmt: skip
+                log(
+                    f"{run.name}: {len(tree.children)} layers × {len(indices)} stimuli → {where} ({what}, {seconds:.1f} s)"
+                )
             bad = tree.attrs.get("nonfinite_layers") or []
             if finite and bad:
                 raise ValueError(
@@ -582,7 +604,10 @@ def extract_runs(
                     "cannot be analysed (are its weights finite? python -m repsim.norms checks them)"
                 )
             if bad:
-                print(f"note: {run.name}: layer(s) {', '.join(bad)} hold NaN or inf activations", file=sys.stderr)  # fmt: skip
+                print(
+                    f"note: {run.name}: layer(s) {', '.join(bad)} hold NaN or inf activations",
+                    file=sys.stderr,
+                )
         except Exception as err:
             if on_error is None:
                 raise
@@ -602,9 +627,10 @@ def extract_runs(
 
 def _nonfinite(tree: Any) -> list[str]:
     return [
-        key for key, node in tree.children.items()
+        key
+        for key, node in tree.children.items()
         if not np.isfinite(node["activations"].values).all()
-    ]  # fmt: skip
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -615,9 +641,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _extract(runs: list[Run], context: cli.Context) -> None:
     args = context.args
     extract_runs(
-        runs, stimuli=args.stimuli, store=context.store, device=args.device, finite=False,
+        runs,
+        stimuli=args.stimuli,
+        store=context.store,
+        device=args.device,
+        finite=False,
         **context.extraction(),
-    )  # fmt: skip
+    )
 
 
 _COMMAND = cli.Command(

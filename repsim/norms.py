@@ -239,9 +239,10 @@ def analyse(
         raise NothingAnalysed(f"no run could be analysed ({len(runs)} failed)")
     norms = xr.concat(parts, dim=RUN, join="outer").rename("weight_norm")
     norms.attrs = {
-        "runs": done, "weights": "squared Frobenius norm / sum over layers",
+        "runs": done,
+        "weights": "squared Frobenius norm / sum over layers",
         SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in done},
-    }  # fmt: skip
+    }
     return norms.to_dataset()
 
 
@@ -277,9 +278,10 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     fig = context.figure(plots.weight_norm_curves(norms), "weight_norm")
     cli.layer_table(
         "normalised weight norm (sums to 1 over each run's layers)",
-        [str(r) for r in norms[RUN].values], [str(v) for v in norms[LAYER].values],
+        [str(r) for r in norms[RUN].values],
+        [str(v) for v in norms[LAYER].values],
         lambda run, i: f"{float(norms.sel({RUN: run})[i]):.4f}",
-    )  # fmt: skip
+    )
     print(f"\n→ {context.store} (weight_norm), {fig}")
 
 

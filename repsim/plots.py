@@ -282,9 +282,12 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
                     ax.plot(steps, y, color=colors[p], lw=1)
                     shown.append(p)
             where = (
-                f"SG after layer {shown[0]}" if len(shown) == 1
-                else f"SGs after layers {shown[0]}–{shown[-1]}, dark = deeper" if shown else ""
-            )  # fmt: skip
+                f"SG after layer {shown[0]}"
+                if len(shown) == 1
+                else f"SGs after layers {shown[0]}–{shown[-1]}, dark = deeper"
+                if shown
+                else ""
+            )
             if measure.endswith("cosine"):
                 ax.set_ylim(-0.05, 1.05)
             if measure.endswith("relative_error"):

@@ -741,9 +741,11 @@ def analyse(
     inputs = [selected[specs[split]].inputs for split in SPLITS]
     mse = regressor_probe(train, test, *inputs, alpha=alpha, device=device)
     attrs = {
-        "train_stimuli": specs[SPLITS[0]], "test_stimuli": specs[SPLITS[1]], "runs": names,
+        "train_stimuli": specs[SPLITS[0]],
+        "test_stimuli": specs[SPLITS[1]],
+        "runs": names,
         SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in names},
-    }  # fmt: skip
+    }
     accuracy.attrs.update(attrs)
     mse.attrs.update(attrs)
     return xr.Dataset({"probe_accuracy": accuracy, "probe_mse": mse})
@@ -759,13 +761,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _add_arguments(p) -> None:
     p.add_argument(
-        "--train-stimuli", default="{dataset}:train:all",
+        "--train-stimuli",
+        default="{dataset}:train:all",
         help="stimuli the probes are fitted on (default: the run's dataset, whole train split)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--test-stimuli", default="{dataset}:test:all",
+        "--test-stimuli",
+        default="{dataset}:test:all",
         help="held-out stimuli (default: the run's dataset, whole test split)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--C",
         type=float,
@@ -782,9 +786,15 @@ def _command(runs: list[Run], context: cli.Context) -> None:
 
     args = context.args
     computed = analyse(
-        runs, train_stimuli=args.train_stimuli, test_stimuli=args.test_stimuli, C=args.C,
-        alpha=args.alpha, device=args.device, cache=context.base, **context.extraction(),
-    )  # fmt: skip
+        runs,
+        train_stimuli=args.train_stimuli,
+        test_stimuli=args.test_stimuli,
+        C=args.C,
+        alpha=args.alpha,
+        device=args.device,
+        cache=context.base,
+        **context.extraction(),
+    )
     results = context.save(computed)
     accuracy, mse = results["probe_accuracy"], results["probe_mse"]
     fig = context.figure(plots.probe_curves(accuracy, mse), "probes")
@@ -795,8 +805,11 @@ def _command(runs: list[Run], context: cli.Context) -> None:
 
     cli.layer_table(
         f"held-out probe accuracy / MSE (fitted on {accuracy.attrs['train_stimuli']}, tested on {accuracy.attrs['test_stimuli']})",
-        [str(r) for r in accuracy[RUN].values], [str(v) for v in accuracy[LAYER].values], cell, width=16,
-    )  # fmt: skip
+        [str(r) for r in accuracy[RUN].values],
+        [str(v) for v in accuracy[LAYER].values],
+        cell,
+        width=16,
+    )
     print(f"\n→ {context.store} (probe_accuracy, probe_mse), {fig}")
 
 

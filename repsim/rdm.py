@@ -177,9 +177,12 @@ def rdm(
     _warn_dead(dead, metric, "")
     lead = {k: v for k, v in acts.coords.items() if STIMULUS not in v.dims and UNIT not in v.dims}
     return xr.DataArray(
-        d.cpu().numpy(), dims=(*acts.dims[:-2], STIMULUS, STIMULUS_),
-        coords={**lead, **_coords_(acts)}, name="rdm", attrs={"metric": metric},
-    )  # fmt: skip
+        d.cpu().numpy(),
+        dims=(*acts.dims[:-2], STIMULUS, STIMULUS_),
+        coords={**lead, **_coords_(acts)},
+        name="rdm",
+        attrs={"metric": metric},
+    )
 
 
 def _warn_dead(dead: torch.Tensor, metric: str, where: str) -> None:
@@ -215,9 +218,14 @@ def _rdm_tree(tree, metric: str, device) -> xr.DataArray:
     n = first.sizes[STIMULUS]
     out = np.full((len(runs), len(layers), n, n), np.nan, np.float32)
     located = [
-        (f"layer {layer!r}" + (f" of run {run!r}" if run else ""), runs.index(run), layers.index(layer), a)
+        (
+            f"layer {layer!r}" + (f" of run {run!r}" if run else ""),
+            runs.index(run),
+            layers.index(layer),
+            a,
+        )
         for run, layer, a in items
-    ]  # fmt: skip
+    ]
     dead_total = 0
     dev = resolve_device(device)
     for part in by_shape(
@@ -234,10 +242,12 @@ def _rdm_tree(tree, metric: str, device) -> xr.DataArray:
             torch.ones(dead_total, dtype=torch.bool), metric, " (summed over layers and runs)"
         )
     return xr.DataArray(
-        out, dims=(RUN, LAYER, STIMULUS, STIMULUS_),
+        out,
+        dims=(RUN, LAYER, STIMULUS, STIMULUS_),
         coords={RUN: runs, LAYER: layers, **_coords_(first.compute())},
-        name="rdm", attrs={"metric": metric},
-    )  # fmt: skip
+        name="rdm",
+        attrs={"metric": metric},
+    )
 
 
 def diag_l2(rdms: xr.DataArray, *, reference: str | xr.DataArray = "last") -> xr.DataArray:
@@ -419,9 +429,13 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         computed = analyse(
-            runs, stimuli=args.stimuli, metric=args.metric, device=args.device,
-            cache=context.base, **context.extraction(),
-        )  # fmt: skip
+            runs,
+            stimuli=args.stimuli,
+            metric=args.metric,
+            device=args.device,
+            cache=context.base,
+            **context.extraction(),
+        )
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
     results = context.save(computed)
@@ -432,9 +446,10 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     ]
     cli.layer_table(
         f"diagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)",
-        [str(r) for r in distances[RUN].values], [str(v) for v in distances[LAYER].values],
+        [str(r) for r in distances[RUN].values],
+        [str(v) for v in distances[LAYER].values],
         lambda run, i: f"{float(distances.sel({RUN: run}).values[i]):.2f}",
-    )  # fmt: skip
+    )
     print(f"\n→ {context.store} (rdm, diag_l2), {', '.join(map(str, figs))}")
 
 

@@ -111,9 +111,14 @@ def discover(
     for name, target in targets:
         try:
             net, info = checkpoints.load(
-                target, model=model, model_kwargs=model_kwargs, layers=layers, trust=trust,
-                strict=strict, max_model_bytes=max_model_bytes,
-            )  # fmt: skip
+                target,
+                model=model,
+                model_kwargs=model_kwargs,
+                layers=layers,
+                trust=trust,
+                strict=strict,
+                max_model_bytes=max_model_bytes,
+            )
         except Exception as err:
             if on_error is None:
                 raise
