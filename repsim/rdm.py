@@ -403,7 +403,7 @@ def analyse(
     attrs = {
         "runs": done,
         "metric": metric,
-        "stimuli": sorted({acts[r].attrs["stimuli"] for r in done}),
+        "stimuli": ", ".join(sorted({acts[r].attrs["stimuli"] for r in done})),
         SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in done},
         **({} if store is None else {"activations": str(store)}),
     }

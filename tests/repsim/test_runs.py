@@ -102,7 +102,7 @@ def test_the_runs_level_analyses_equal_the_numerical_functions(tmp_path):
         got = rdm.analyse(held, stimuli=STIMULI, device="cpu", cache=cache)
         xr.testing.assert_equal(got["rdm"].drop_attrs(), expected.drop_attrs())
         xr.testing.assert_equal(got["diag_l2"].drop_attrs(), rdm.diag_l2(expected).drop_attrs())
-        assert got["rdm"].attrs["stimuli"] == [STIMULI]
+        assert got["rdm"].attrs["stimuli"] == STIMULI
     fits = probes.analyse(
         held, train_stimuli="mnist-5k:train:200", test_stimuli=STIMULI, device="cpu"
     )
