@@ -37,7 +37,7 @@ def child(n: int, device: str, store: str, batch_size: int) -> dict:
     torch.manual_seed(0)
     model = MLP(depth=20, width=512)
     try:
-        inputs, labels, indices, _ = extract._stimuli(f"mnist:train:{n}")
+        inputs, labels, indices = datasets.select(f"mnist:train:{n}")
         source = "mnist:train"
     except datasets.DatasetNotFoundError:
         data = torch.rand(60_000, 784)  # the same footprint as MNIST's training split

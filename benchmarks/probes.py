@@ -31,7 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
-from train_throughput import _sync, matmul_peak  # the training benchmark's measurement
+from train_throughput import matmul_peak, sync  # the training benchmark's measurement
 
 from repsim import datasets
 from repsim.devices import resolve_device
@@ -70,10 +70,10 @@ def sklearn_probe(tr, te, layers, C: float, tol: float, max_iter: int) -> np.nda
 def timed(fn, device: torch.device, repeats: int) -> tuple[list[float], object]:
     times, result = [], None
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         result = fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return times, result
 

@@ -33,7 +33,8 @@ RULES = {
 }
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device to finish its queued work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -47,10 +48,10 @@ def matmul_peak(device: torch.device, sizes=(1024, 2048, 4096), repeats: int = 5
         a @ b
         times = []
         for _ in range(repeats):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             a @ b
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
         best = max(best, 2 * n**3 / statistics.median(times))
     return best
@@ -88,13 +89,13 @@ def main() -> None:
 
     def run(name: str, steps: int) -> float:
         model, rule, optimizer, loss_fn = setups[name]
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             rule.step(model, x, y, loss_fn)
             optimizer.step()
-        _sync(device)
+        sync(device)
         return (time.perf_counter() - t0) / steps
 
     for name in setups:  # warm up: allocator, Adam state, kernels

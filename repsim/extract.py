@@ -21,19 +21,17 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import difflib
 import errno
 import hashlib
-import json
 import os
 import re
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,11 +39,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from repsim import checkpoints, datasets
+from repsim import checkpoints, cli, datasets
 from repsim.devices import resolve_device
-from repsim.store import STIMULUS, UNIT, RunWriter, check_run_name, read_run_attrs
+from repsim.names import INDEX, LABEL, STIMULUS, UNIT
+from repsim.runs import NothingAnalysed, Run
+from repsim.store import RunWriter, check_run_name, read_run_attrs
 
-__all__ = ["ExtractResult", "extract", "extract_to_zarr", "layer_names", "main"]
+__all__ = ["ExtractResult", "extract", "extract_runs", "extract_to_zarr", "layer_names", "main"]
 
 _LAYER = re.compile(r"^(?P<module>[^\[\]:]+)(?:\[(?P<item>\d+)\])?(?::(?P<call>[1-9]\d*))?$")
 #: Provenance entries that decide whether a stored run is up to date.
@@ -224,10 +224,10 @@ def _as_stimuli(inputs: Any, labels: Any, indices: Any) -> tuple[Any, int, np.nd
     if xr is not None and isinstance(inputs, xr.DataArray):
         if STIMULUS in inputs.dims:
             inputs = inputs.transpose(STIMULUS, ...)
-        if labels is None and "label" in inputs.coords:
-            labels = inputs.coords["label"].values
-        if indices is None and "index" in inputs.coords:
-            indices = inputs.coords["index"].values
+        if labels is None and LABEL in inputs.coords:
+            labels = inputs.coords[LABEL].values
+        if indices is None and INDEX in inputs.coords:
+            indices = inputs.coords[INDEX].values
         inputs = inputs.data
     if not hasattr(inputs, "__len__") or not hasattr(inputs, "__getitem__"):
         raise TypeError(
@@ -336,7 +336,7 @@ def extract(
     for _, got in _stream(model, inputs, n, layers, batch_size, device, None):
         for key, block in got:
             parts.setdefault(key, []).append(block)
-    coords = {"label": (STIMULUS, labels), "index": (STIMULUS, indices)}
+    coords = {LABEL: (STIMULUS, labels), INDEX: (STIMULUS, indices)}
     nodes = {
         key: xr.Dataset(
             {"activations": ((STIMULUS, UNIT), np.concatenate(blocks))},
@@ -382,6 +382,7 @@ def extract_to_zarr(
     provenance: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: bool = False,
+    weights_sha256: str | None = None,
 ) -> ExtractResult:
     """Stream the activations of ``layers`` into run ``run`` of a zarr store.
 
@@ -403,6 +404,9 @@ def extract_to_zarr(
         stimulus selection); weights and stimuli hashes, layers and versions are added.
     progress
         Show a progress bar (tqdm) over stimuli.
+    weights_sha256
+        The weights' content hash when the caller has it
+        (:attr:`repsim.checkpoints.CheckpointInfo.weights_sha256`); computed otherwise.
 
     Other parameters are as for :func:`extract`.
 
@@ -422,7 +426,7 @@ def extract_to_zarr(
         **dict(provenance or {}),
         "layers_requested": list(layers),
         "n_stimuli": n,
-        "weights_sha256": checkpoints.weights_sha256(model),
+        "weights_sha256": weights_sha256 or checkpoints.weights_sha256(model),
         "stimuli_sha256": _stimuli_sha256(inputs, n, labels, indices, batch_size),
         "store_format": STORE_FORMAT,
         "versions": _versions(),
@@ -484,220 +488,171 @@ def _versions() -> dict[str, str]:
     return {**checkpoints.versions(), "xarray": xarray.__version__, "zarr": zarr.__version__}
 
 
-# ------------------------------------------------------------------- command line
-
-
-class _Take:
-    """Rows ``indices`` of ``data``, gathered one slice at a time (no copy of the whole set)."""
-
-    def __init__(self, data: torch.Tensor, indices: np.ndarray) -> None:
-        self.data, self.indices = data, torch.from_numpy(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, s: slice) -> torch.Tensor:
-        return self.data[self.indices[s]]
-
-
-def _stimuli(spec: str) -> tuple[_Take, np.ndarray, np.ndarray, dict[str, Any]]:
-    name, split, n = datasets.parse_stimuli(spec)
-    X, y = datasets.load(name, split)
-    idx = np.arange(len(y)) if n is None else datasets.balanced_indices(y.numpy(), n)
-    return _Take(X, idx), y.numpy()[idx], idx, {"stimuli": spec, "dataset": name, "split": split}
-
-
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments that say which networks, layers and stimuli (shared by every command)."""
-    p.add_argument(
-        "path",
-        type=Path,
-        help="a directory of checkpoints (searched recursively), one checkpoint, or a weights file",
-    )
-    p.add_argument(
-        "--layers", help="comma-separated module names (default: the checkpoint's layers)"
-    )
-    p.add_argument(
-        "--stimuli",
-        help="<dataset>:<split>:<n|all> (default: the paper's 400 test points of the run's dataset, <dataset>:test:400)",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument(
-        "--model", help="package.module:callable that builds the network (external weights)"
-    )
-    p.add_argument(
-        "--model-kwargs", type=json.loads, help="JSON object of keyword arguments for --model"
-    )
-    p.add_argument(
-        "--trust",
-        action="store_true",
-        help="let checkpoint.json name any callable as its model factory, not only a model class (runs its code)",
-    )
-    p.add_argument(
-        "--max-model-gb",
-        type=float,
-        help="refuse models whose parameters and buffers exceed this size (default: 4)",
-    )
-    p.add_argument(
-        "--no-strict",
-        dest="strict",
-        action="store_false",
-        help="load weights even if some keys are missing or unexpected",
-    )
-    p.add_argument("--force", action="store_true", help="recompute runs that are up to date")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show the traceback of each error")
-
-
-def output_dir(path: Path) -> Path:
-    """Where a command writes by default: the directory given, or the weights file's."""
-    return path.parent if path.is_file() else path
-
-
-def _max_bytes(gb: float | None) -> int | None:
-    if gb is None:
-        return None
-    if not gb > 0:
-        raise ValueError(f"--max-model-gb must be a positive number, got {gb}")
-    return int(gb * 2**30)
-
-
-def iter_runs(
-    args: argparse.Namespace, failures: Any = None
-) -> Iterator[tuple[str, torch.nn.Module, checkpoints.CheckpointInfo]]:
-    """``(run, model, info)`` for every network named by the shared arguments.
-
-    With ``failures`` (a :class:`repsim._cli.Failures`), a run that cannot be loaded is
-    recorded there and skipped; without, its error is raised.
-    """
-    path = args.path.expanduser()
-    layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    if path.is_file():
-        targets = [(path.stem, path)]
-    else:
-        targets = checkpoints.discover(path)
-        if not targets:
-            raise FileNotFoundError(
-                f"no checkpoint (a directory with {checkpoints.META}) under {path}"
-            )
-    for run, target in targets:
-        try:
-            model, info = checkpoints.load(
-                target,
-                model=args.model,
-                model_kwargs=args.model_kwargs,
-                layers=layers,
-                trust=args.trust,
-                strict=args.strict,
-                max_model_bytes=_max_bytes(getattr(args, "max_model_gb", None)),
-            )
-        except Exception as err:
-            if failures is None:
-                raise
-            failures.add(run, err)
-            continue
-        yield run, model, info
-
-
-def _refuse_nonfinite(run: str, tree: Any) -> None:
-    bad = tree.attrs.get("nonfinite_layers") or []
-    if bad:
-        raise ValueError(
-            f"run {run!r}: activations of layer(s) {', '.join(bad)} are NaN or inf, so it "
-            "cannot be analysed (are its weights finite? python -m repsim.norms checks them)"
-        )
+# ------------------------------------------------------------------- runs
 
 
 def extract_runs(
-    args: argparse.Namespace,
-    store: Path,
+    runs: Sequence[Run],
     *,
     stimuli: str | None = None,
-    failures: Any = None,
+    store: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    force: bool = False,
+    progress: bool = False,
     finite: bool = True,
-) -> list[tuple[str, checkpoints.CheckpointInfo]]:
-    """Extract (or reuse) every run named by ``args`` into ``store``; print one line per run.
+    selected: dict[str, datasets.Stimuli] | None = None,
+    on_error: Callable[[str, BaseException], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Activations of every run's layers, in memory or stored (and reused) in a zarr store.
 
-    ``stimuli`` (a ``<dataset>:<split>:<n|all>`` spec, where ``{dataset}`` stands for the
-    run's own dataset) overrides ``--stimuli``; by default each run gets the paper's 400
-    test points of its own dataset. ``finite`` refuses a run with NaN or inf activations
-    (it is stored all the same). With ``failures`` (a :class:`repsim._cli.Failures`), a run
-    that fails is recorded there and left out of the list returned; without, the first
-    error is raised.
+    Parameters
+    ----------
+    runs
+        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, :func:`repsim.runs.from_model`):
+        their weights are not read or hashed again.
+    stimuli
+        ``<dataset>:<split>:<n|all>``, where ``{dataset}`` stands for each run's own
+        dataset; default the paper's 400 test points of the run's dataset
+        (:meth:`repsim.runs.Run.stimuli`).
+    store
+        A ``.zarr`` store to write each run into (:func:`extract_to_zarr`: a run already
+        there from the same weights, stimuli and layers is reused unless ``force``); None
+        keeps everything in memory.
+    finite
+        Refuse a run with NaN or inf activations (it is stored all the same).
+    selected
+        Stimulus selection → :class:`repsim.datasets.Stimuli`, filled with what is loaded
+        (and reused from it), so that a caller who needs the inputs too loads them once.
+    on_error
+        ``on_error(run, err)`` is called for a run that fails, which is then left out;
+        without it, the first error is raised. When every run fails,
+        :class:`repsim.runs.NothingAnalysed` is raised.
+    log
+        Called with one line per run (what was extracted, how fast), e.g. ``print``.
+
+    Other parameters are as for :func:`extract`.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``tree[run][layer]["activations"]`` ``(stimulus, unit)`` for each run that
+        succeeded, in order, as :func:`repsim.store.open_activations` returns it; run nodes
+        carry ``run``, ``layers`` and provenance attributes.
     """
-    done = []
-    for run, model, info in iter_runs(args, failures):
+    import xarray as xr
+
+    from repsim.store import open_activations
+
+    selected = {} if selected is None else selected
+    nodes, done, failed = {}, [], 0
+    for run in runs:
         try:
-            spec = (stimuli or args.stimuli or "{dataset}:test:400").format(
-                dataset=info.dataset or "mnist-5k"
-            )
-            inputs, labels, indices, selection = _stimuli(spec)
+            spec = run.stimuli(stimuli)
+            if spec not in selected:
+                selected[spec] = datasets.select(spec)
+            inputs, labels, indices = selected[spec]
+            name, split, _ = datasets.parse_stimuli(spec)
+            provenance = {
+                "checkpoint": str(run.info.path),
+                "factory": run.info.factory,
+                "stimuli": spec,
+                "dataset": name,
+                "split": split,
+            }
             t0 = time.perf_counter()
-            result = extract_to_zarr(
-                model, inputs, list(info.layers), store, run=run, labels=labels, indices=indices,
-                batch_size=args.batch_size, device=args.device, force=args.force, progress=not args.quiet,
-                provenance={"checkpoint": str(info.path), "factory": info.factory, **selection},
-            )  # fmt: skip
+            if store is None:
+                tree = extract(
+                    run.model,
+                    inputs,
+                    list(run.layers),
+                    labels=labels,
+                    indices=indices,
+                    batch_size=batch_size,
+                    device=device,
+                )
+                tree.attrs.update(provenance, run=run.name, nonfinite_layers=_nonfinite(tree))
+                skipped = False
+            else:
+                tree, skipped = extract_to_zarr(
+                    run.model,
+                    inputs,
+                    list(run.layers),
+                    store,
+                    run=run.name,
+                    labels=labels,
+                    indices=indices,
+                    batch_size=batch_size,
+                    device=device,
+                    force=force,
+                    progress=progress,
+                    provenance=provenance,
+                    weights_sha256=run.info.weights_sha256,
+                )
             seconds = time.perf_counter() - t0
-            what = "up to date" if result.skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
-            print(
-                f"{run}: {len(result.tree.children)} layers × {len(indices)} stimuli → {store / run} ({what}, {seconds:.1f} s)"
-            )
-            if finite:
-                _refuse_nonfinite(run, result.tree)
-            elif result.tree.attrs.get("nonfinite_layers"):
-                bad = ", ".join(result.tree.attrs["nonfinite_layers"])
-                print(f"note: {run}: layer(s) {bad} hold NaN or inf activations", file=sys.stderr)
+            if log is not None:
+                what = "up to date" if skipped else f"{len(indices) / seconds:,.0f} stimuli/s"
+                where = "memory" if store is None else Path(store) / run.name
+                log(
+                    f"{run.name}: {len(tree.children)} layers × {len(indices)} stimuli → {where} ({what}, {seconds:.1f} s)"
+                )
+            bad = tree.attrs.get("nonfinite_layers") or []
+            if finite and bad:
+                raise ValueError(
+                    f"run {run.name!r}: activations of layer(s) {', '.join(bad)} are NaN or inf, so it "
+                    "cannot be analysed (are its weights finite? python -m repsim.norms checks them)"
+                )
+            if bad:
+                print(
+                    f"note: {run.name}: layer(s) {', '.join(bad)} hold NaN or inf activations",
+                    file=sys.stderr,
+                )
         except Exception as err:
-            if failures is None:
+            if on_error is None:
                 raise
-            failures.add(run, err)
+            on_error(run.name, err)
+            failed += 1
             continue
-        done.append((run, info))
-    if not done and failures is not None and failures.items:
-        from repsim import _cli
+        done.append(run.name)
+        nodes[run.name] = tree
+    if runs and not done:
+        raise NothingAnalysed(f"no run could be analysed ({failed} failed)")
+    if store is not None:
+        return open_activations(store, runs=done, verify=False)
+    tree = xr.DataTree.from_dict({f"/{name}": node for name, node in nodes.items()})
+    tree.attrs["runs"] = done
+    return tree
 
-        raise _cli.NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
-    return done
 
-
-def sg_marks(infos: Sequence[tuple[str, checkpoints.CheckpointInfo]]) -> dict[str, list[str]]:
-    """Run → the layers after which a synthetic gradient sits (from ``checkpoint.json``)."""
-    marks = {}
-    for run, info in infos:
-        positions = (info.method or {}).get("sg_layers") or []
-        marks[run] = [info.layers[k - 1] for k in positions if 0 < k <= len(info.layers)]
-    return marks
+def _nonfinite(tree: Any) -> list[str]:
+    return [
+        key
+        for key, node in tree.children.items()
+        if not np.isfinite(node["activations"].values).all()
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m repsim.extract``: see the module docstring."""
-    from repsim import _cli
+    return cli.main(_COMMAND, argv, store="activations.zarr")
 
-    p = argparse.ArgumentParser(
-        prog="python -m repsim.extract",
-        description="Record layer activations of checkpoints into activations.zarr.",
+
+def _extract(runs: list[Run], context: cli.Context) -> None:
+    args = context.args
+    extract_runs(
+        runs,
+        stimuli=args.stimuli,
+        store=context.store,
+        device=args.device,
+        finite=False,
+        **context.extraction(),
     )
-    add_source_arguments(p)
-    p.add_argument(
-        "--out",
-        type=Path,
-        help="the zarr store (a path ending in .zarr), or a directory to write activations.zarr "
-        "into (default: the directory given, or the weights file's)",
-    )
-    args = p.parse_args(argv)
-    failures = _cli.Failures(p.prog, argv, args.debug)
-    try:
-        if args.out is not None and args.out.suffix == ".zarr":
-            _cli.out_dir(args)  # refuses a file
-            store = args.out.expanduser()
-        else:
-            store = _cli.out_dir(args) / "activations.zarr"
-        extract_runs(args, store, failures=failures, finite=False)
-    except _cli.ERRORS as err:
-        return failures.fail(err)
-    return failures.end()
+
+
+_COMMAND = cli.Command(
+    "extract", "Record layer activations of checkpoints into activations.zarr.", _extract
+)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,31 @@ For hidden layers ``k = 1..L`` with weight tensors ``W_k``,
 flattened, so a convolution's kernel counts whole), normalised to sum to 1. Which tensor
 is "the layer's linear map" comes from the checkpoint for our models
 (``block<k>.linear.weight``) and from :func:`weight_keys` for anyone else's.
+
+On runs (:mod:`repsim.runs`), :func:`analyse` returns ``weight_norm (run, layer)``; from
+the command line::
+
+    python -m repsim.norms ckpt/
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-__all__ = ["main", "weight_keys", "weight_norms"]
+from repsim import cli
+from repsim.names import LAYER, RUN, SG_LAYERS
+from repsim.runs import NothingAnalysed, Run, sg_marks
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["analyse", "main", "weight_keys", "weight_norms"]
 
 
 def _close(name: str, choices: list[str]) -> str:
@@ -24,7 +38,9 @@ def _close(name: str, choices: list[str]) -> str:
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
-def weight_norms(state_dict: Mapping[str, torch.Tensor], layer_weights: Mapping[str, str]):
+def weight_norms(
+    state_dict: Mapping[str, torch.Tensor], layer_weights: Mapping[str, str]
+) -> xr.DataArray:
     """Squared Frobenius norm of each hidden layer's weight, as a fraction of their sum.
 
     Parameters
@@ -75,8 +91,8 @@ def weight_norms(state_dict: Mapping[str, torch.Tensor], layer_weights: Mapping[
         )
     return xr.DataArray(
         np.array(squares) / total,
-        dims=("layer",),
-        coords={"layer": list(layer_weights)},
+        dims=(LAYER,),
+        coords={LAYER: list(layer_weights)},
         name="weight_norm",
         attrs={"keys": list(layer_weights.values())},
     )
@@ -164,6 +180,72 @@ def weight_keys(
     return found
 
 
+# ------------------------------------------------------------------- runs
+
+
+def analyse(
+    runs: Sequence[Run],
+    *,
+    weights: Mapping[str, str] | None = None,
+    on_error: Callable[[str, BaseException], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> xr.Dataset:
+    """Normalised weight norms of every run's layers.
+
+    Parameters
+    ----------
+    runs
+        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
+    weights
+        Layer → state_dict key overriding which weight is that layer's, for every run
+        (default: the checkpoint's ``layer_weights``, else :func:`weight_keys`' rule).
+    on_error
+        ``on_error(run, err)`` is called for a run that fails, which is then left out;
+        without it, the error is raised. When every run fails,
+        :class:`repsim.runs.NothingAnalysed` is raised.
+    log
+        Called with one line per run (which weights were used), e.g. ``print``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``weight_norm (run, layer)``, as :func:`weight_norms` computes it, NaN where a run
+        lacks a layer; its attrs record the runs and ``sg_layers``.
+
+    Examples
+    --------
+    >>> from repsim import runs
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> analyse([runs.from_model(net, ["0", "2"])]).weight_norm.dims
+    ('run', 'layer')
+    """
+    import xarray as xr
+
+    parts, done = [], []
+    for run in runs:
+        try:
+            known = {k: v for k, v in run.info.layer_weights.items() if k in run.layers}
+            keys = weight_keys(run.model, run.layers, {**known, **dict(weights or {})})
+            parts.append(weight_norms(run.model.state_dict(), keys).expand_dims({RUN: [run.name]}))
+        except Exception as err:
+            if on_error is None:
+                raise
+            on_error(run.name, err)
+            continue
+        done.append(run.name)
+        if log is not None:
+            log(f"{run.name}: {len(keys)} layers ({', '.join(list(keys.values())[:2])}, …)")
+    if not parts:
+        raise NothingAnalysed(f"no run could be analysed ({len(runs)} failed)")
+    norms = xr.concat(parts, dim=RUN, join="outer").rename("weight_norm")
+    norms.attrs = {
+        "runs": done,
+        "weights": "squared Frobenius norm / sum over layers",
+        SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in done},
+    }
+    return norms.to_dataset()
+
+
 # ------------------------------------------------------------------- command line
 
 
@@ -175,58 +257,42 @@ def _overrides(value: str | None) -> dict[str, str]:
     return dict(p.split("=") for p in pairs)
 
 
-def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
-    """``python -m repsim.norms``: normalised weight norms of every run, stored and plotted.
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m repsim.norms``: normalised weight norms of every run, stored and plotted."""
+    return cli.main(COMMAND, argv)
 
-    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
-    the runs that fail; without it, this command lists them itself.
-    """
-    import xarray as xr
 
-    from repsim import _cli, extract, plots, store
-
-    p = _cli.parser("norms", "Normalised squared Frobenius norm of each hidden layer's weights.")
+def _add_arguments(p) -> None:
     p.add_argument(
         "--weights",
         help="layer=state_dict_key pairs overriding which weight is each layer's (comma-separated)",
     )
-    args = p.parse_args(argv)
-    own = failures is None
-    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
-    try:
-        out = _cli.results_path(args)
-        overrides = _overrides(args.weights)
-        parts, infos = [], []
-        for run, model, info in extract.iter_runs(args, failures):
-            try:
-                known = {k: v for k, v in info.layer_weights.items() if k in info.layers}
-                keys = weight_keys(model, info.layers, {**known, **overrides})
-                parts.append(weight_norms(model.state_dict(), keys).expand_dims(run=[run]))
-            except Exception as err:
-                failures.add(run, err)
-                continue
-            infos.append((run, info))
-            print(f"{run}: {len(keys)} layers ({', '.join(list(keys.values())[:2])}, …)")
-        if not parts:
-            raise _cli.NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
-        norms = xr.concat(parts, dim="run", join="outer").rename("weight_norm")
-        runs = [r for r, _ in infos]
-        provenance = {"runs": runs, "weights": "squared Frobenius norm / sum over layers"}
-        store.write_result(out, norms, provenance=provenance)
-        fig = _cli.save_figure(
-            plots.weight_norm_curves(norms, marks=extract.sg_marks(infos)), out, "weight_norm"
-        )
-    except _cli.ERRORS as err:
-        return failures.fail(err)
-    _cli.layer_table(
-        "normalised weight norm (sums to 1 over each run's layers)", runs,
-        [str(v) for v in norms["layer"].values], lambda run, i: f"{float(norms.sel(run=run)[i]):.4f}",
-    )  # fmt: skip
-    print(f"\n→ {out} (weight_norm), {fig}")
-    return failures.end() if own else 0
+
+
+def _command(runs: list[Run], context: cli.Context) -> None:
+    from repsim import plots
+
+    overrides = _overrides(context.args.weights)
+    computed = analyse(runs, weights=overrides, on_error=context.failures.add, log=print)
+    norms = context.save(computed)["weight_norm"]
+    fig = context.figure(plots.weight_norm_curves(norms), "weight_norm")
+    cli.layer_table(
+        "normalised weight norm (sums to 1 over each run's layers)",
+        [str(r) for r in norms[RUN].values],
+        [str(v) for v in norms[LAYER].values],
+        lambda run, i: f"{float(norms.sel({RUN: run})[i]):.4f}",
+    )
+    print(f"\n→ {context.store} (weight_norm), {fig}")
+
+
+COMMAND = cli.Command(
+    "norms",
+    "Normalised squared Frobenius norm of each hidden layer's weights.",
+    _command,
+    _add_arguments,
+    stimuli=False,
+)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -8,6 +8,8 @@ from itertools import pairwise
 
 import numpy as np
 
+from repsim.names import LABEL, LAYER, RUN, SG_LAYERS, SPLIT
+
 __all__ = ["diag_l2_curves", "learning_curves", "probe_curves", "rdm_grid", "weight_norm_curves"]
 
 
@@ -43,9 +45,9 @@ def rdm_grid(
         Inches per panel.
     """
     plt = _pyplot()
-    if "run" not in rdms.dims:
-        rdms = rdms.expand_dims(run=[""])
-    all_layers = [str(v) for v in rdms["layer"].values]
+    if RUN not in rdms.dims:
+        rdms = rdms.expand_dims({RUN: [""]})
+    all_layers = [str(v) for v in rdms[LAYER].values]
     if layers is None:
         picks = np.unique(
             np.linspace(0, len(all_layers) - 1, min(max_columns, len(all_layers)))
@@ -53,14 +55,14 @@ def rdm_grid(
             .astype(int)
         )
         layers = [all_layers[i] for i in picks]
-    runs = [str(v) for v in rdms["run"].values]
+    runs = [str(v) for v in rdms[RUN].values]
     fig, axes = plt.subplots(
         len(runs),
         len(layers),
         figsize=(size * len(layers) + 0.6, size * len(runs) + 0.4),
         squeeze=False,
     )
-    labels = np.asarray(rdms["label"].values)
+    labels = np.asarray(rdms[LABEL].values)
     edges = np.flatnonzero(np.diff(labels)) + 0.5
     bounds = np.concatenate([[-0.5], edges, [len(labels) - 0.5]])
     same = labels[:, None] == labels[None, :]
@@ -70,9 +72,9 @@ def rdm_grid(
         for j, layer in enumerate(layers):
             ax = axes[i, j]
             r = (
-                rdms.sel(run=run, layer=layer).values
+                rdms.sel({RUN: run, LAYER: layer}).values
                 if runs != [""]
-                else rdms.sel(layer=layer).isel(run=0).values
+                else rdms.sel({LAYER: layer}).isel({RUN: 0}).values
             )
             image = ax.imshow(r, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             ax.imshow(
@@ -107,50 +109,34 @@ def diag_l2_curves(distances, *, marks: Mapping[str, Sequence[str]] | None = Non
     distances
         ``diag_l2`` DataArray ``(run, layer)`` or ``(layer,)``.
     marks
-        Run → layers to mark with a dotted vertical line (e.g. where SGs sit).
+        Run → layers to mark with a dotted vertical line (e.g. where SGs sit); default the
+        result's ``sg_layers`` attribute, which the runs-level analyses record.
     """
-    import seaborn as sns
-
     plt = _pyplot()
-    if "run" not in distances.dims:
-        distances = distances.expand_dims(run=[""])
-    layers = [str(v) for v in distances["layer"].values]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    colors = sns.color_palette("colorblind", len(distances["run"]))
-    for color, run in zip(colors, distances["run"].values, strict=True):
-        y = distances.sel(run=run).values
-        ax.plot(
-            np.arange(1, len(layers) + 1), y, marker="o", ms=3, color=color, label=str(run) or None
-        )
-        for layer in (marks or {}).get(str(run), []):
-            if layer in layers:
-                ax.axvline(layers.index(layer) + 1, ls=":", color=color, lw=1)
-    ax.set_xticks(
-        np.arange(1, len(layers) + 1), layers, rotation=90 if len(layers) > 10 else 0, fontsize=8
-    )
-    ax.set_xlabel("layer")
-    ax.set_ylabel(f"diagonal L2 to {distances.attrs.get('reference', 'last')} layer")
-    if any(str(r) for r in distances["run"].values):
-        ax.legend(frameon=False, fontsize=8)
-    sns.despine(fig)
+    reference = distances.attrs.get("reference", "last")
+    _layer_curves(ax, distances, f"diagonal L2 to {reference} layer", marks=marks)
     fig.tight_layout()
     return fig
 
 
-def _layer_curves(ax, data, ylabel: str, *, style: Mapping[str, str] | None = None, marks=None):
-    """One line per run (and per ``split`` when present) over the ``layer`` dim."""
+def _layer_curves(ax, data, ylabel: str, *, marks: Mapping[str, Sequence[str]] | None = None):
+    """One line per run (and per ``split`` when present) over the ``layer`` dim; ``marks``
+    (default: the data's ``sg_layers`` attribute) as dotted vertical lines."""
     import seaborn as sns
 
-    if "run" not in data.dims:
-        data = data.expand_dims(run=[""])
-    layers = [str(v) for v in data["layer"].values]
+    if marks is None:
+        marks = data.attrs.get(SG_LAYERS) or {}
+    if RUN not in data.dims:
+        data = data.expand_dims({RUN: [""]})
+    layers = [str(v) for v in data[LAYER].values]
     xs = np.arange(1, len(layers) + 1)
-    colors = sns.color_palette("colorblind", len(data["run"]))
-    splits = [str(s) for s in data["split"].values] if "split" in data.dims else [None]
+    colors = sns.color_palette("colorblind", len(data[RUN]))
+    splits = [str(s) for s in data[SPLIT].values] if SPLIT in data.dims else [None]
     dashes = {"train": "-", "test": "--"}  # the paper's Figure 8 shows training accuracy
-    for color, run in zip(colors, data["run"].values, strict=True):
+    for color, run in zip(colors, data[RUN].values, strict=True):
         for split in splits:
-            y = data.sel(run=run) if split is None else data.sel(run=run, split=split)
+            y = data.sel({RUN: run}) if split is None else data.sel({RUN: run, SPLIT: split})
             label = " ".join(p for p in (str(run), split) if p)
             ax.plot(
                 xs,
@@ -161,13 +147,13 @@ def _layer_curves(ax, data, ylabel: str, *, style: Mapping[str, str] | None = No
                 ls=dashes.get(split, "-"),
                 label=label or None,
             )
-        for layer in (marks or {}).get(str(run), []):
+        for layer in marks.get(str(run), []):
             if layer in layers:
                 ax.axvline(layers.index(layer) + 1, ls=":", color=color, lw=1)
     ax.set_xticks(xs, layers, rotation=90 if len(layers) > 10 else 0, fontsize=8)
-    ax.set_xlabel("layer")
+    ax.set_xlabel(LAYER)
     ax.set_ylabel(ylabel)
-    if any(str(r) for r in data["run"].values) or splits != [None]:
+    if any(str(r) for r in data[RUN].values) or splits != [None]:
         ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     sns.despine(ax=ax)
 
@@ -239,10 +225,10 @@ def learning_curves(
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False, sharey=True
     )
-    colors = sns.color_palette("colorblind", len(history["run"]))
+    colors = sns.color_palette("colorblind", len(history[RUN]))
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for color, run in zip(colors, history["run"].values, strict=True):
-            y = history[metric].sel(run=run).values
+        for color, run in zip(colors, history[RUN].values, strict=True):
+            y = history[metric].sel({RUN: run}).values
             ax.plot(history["epoch"].values, 1 - y if error else y, color=color, label=str(run))
         ax.set_xlabel("epoch")
         title = metric.replace("_", " ")
@@ -271,14 +257,14 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
     import seaborn as sns
 
     plt = _pyplot()
-    if "run" not in quality.dims:
-        quality = quality.expand_dims(run=[""])
+    if RUN not in quality.dims:
+        quality = quality.expand_dims({RUN: [""]})
     missing = [m for m in measures if m not in quality["measure"].values]
     if missing:
         raise ValueError(
             f"no measure {', '.join(missing)}; have {', '.join(map(str, quality['measure'].values))}"
         )
-    runs = [str(r) for r in quality["run"].values]
+    runs = [str(r) for r in quality[RUN].values]
     fig, axes = plt.subplots(
         len(runs), len(measures), figsize=(4.8 * len(measures), 2.8 * len(runs)), squeeze=False
     )
@@ -288,7 +274,7 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
     for i, run in enumerate(runs):
         for j, measure in enumerate(measures):
             ax = axes[i, j]
-            data = quality.sel(run=run, measure=measure)
+            data = quality.sel({RUN: run, "measure": measure})
             shown = []
             for p in positions:
                 y = data.sel(position=p).values
@@ -296,9 +282,12 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
                     ax.plot(steps, y, color=colors[p], lw=1)
                     shown.append(p)
             where = (
-                f"SG after layer {shown[0]}" if len(shown) == 1
-                else f"SGs after layers {shown[0]}–{shown[-1]}, dark = deeper" if shown else ""
-            )  # fmt: skip
+                f"SG after layer {shown[0]}"
+                if len(shown) == 1
+                else f"SGs after layers {shown[0]}–{shown[-1]}, dark = deeper"
+                if shown
+                else ""
+            )
             if measure.endswith("cosine"):
                 ax.set_ylim(-0.05, 1.05)
             if measure.endswith("relative_error"):

@@ -16,27 +16,39 @@ Both standardise each unit with the train stimuli's mean and standard deviation 
 standard deviation, constant units left unscaled). Without it the L2 penalty would
 measure the layer's scale rather than what it encodes: activations of a deep
 randomly-initialised ReLU net shrink by orders of magnitude from layer to layer.
+
+On runs (:mod:`repsim.runs`), :func:`analyse` extracts the train and test stimuli's
+activations and fits both probes; from the command line::
+
+    python -m repsim.probes ckpt/ --train-stimuli mnist-5k:train:all --test-stimuli mnist-5k:test:all
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
+from repsim import cli
 from repsim._lbfgs import lbfgs
+from repsim.batching import by_shape
 from repsim.devices import resolve_device
-from repsim.store import STIMULUS, UNIT, iter_layers
+from repsim.names import INDEX, LABEL, LAYER, RUN, SG_LAYERS, SPLIT, SPLITS, STIMULUS, UNIT
+from repsim.runs import Run, sg_marks
+from repsim.store import iter_layers
 
-__all__ = ["SPLITS", "classifier_probe", "main", "regressor_probe"]
+if TYPE_CHECKING:
+    import xarray as xr
 
-SPLIT = "split"
-SPLITS: tuple[str, ...] = ("train", "test")
-_BATCH_BYTES = 1 << 30  # activations (train + test) stacked for one batched fit
+__all__ = ["SPLITS", "analyse", "classifier_probe", "main", "regressor_probe"]
+
 _PRED_BYTES = 1 << 28  # test predictions of the regressor held at once
 #: Widest layer probed: both probes build units × units matrices (2 GiB each in float64 here).
 _MAX_UNITS = 16_384
@@ -113,14 +125,11 @@ def _pairs(train, test) -> tuple[list[str], list[str], list[_Pair]]:
 
 def _batches(pairs: list[_Pair]) -> Iterator[list[_Pair]]:
     """Pairs of equal (width, train stimuli, test stimuli), in batches of bounded memory."""
-    groups: dict[tuple[int, int, int], list[_Pair]] = {}
-    for p in pairs:
-        key = (p.train.sizes[UNIT], p.train.sizes[STIMULUS], p.test.sizes[STIMULUS])
-        groups.setdefault(key, []).append(p)
-    for (width, n, n_test), group in groups.items():
-        step = max(1, _BATCH_BYTES // (4 * max(width, 1) * (n + n_test)))
-        for s in range(0, len(group), step):
-            yield group[s : s + step]
+
+    def shape(p: _Pair) -> tuple[int, int, int]:
+        return p.train.sizes[UNIT], p.train.sizes[STIMULUS], p.test.sizes[STIMULUS]
+
+    return by_shape(pairs, shape, nbytes=lambda s: 4 * s[0] * (s[1] + s[2]))
 
 
 def _stack(arrays: list, names: list[str], split: str, device: torch.device):
@@ -168,12 +177,12 @@ def _inv_std(gram: torch.Tensor, mean: torch.Tensor, n: int, standardize: bool) 
     return torch.where(constant, 1.0, var.clamp_min(torch.finfo(torch.float64).tiny).rsqrt())
 
 
-def _result(values: np.ndarray, runs, layers, name: str, attrs: dict):
+def _result(values: np.ndarray, runs, layers, name: str, attrs: dict) -> xr.DataArray:
     import xarray as xr
 
     return xr.DataArray(
-        values, dims=("run", "layer", SPLIT),
-        coords={"run": runs, "layer": layers, SPLIT: list(SPLITS)}, name=name, attrs=attrs,
+        values, dims=(RUN, LAYER, SPLIT),
+        coords={RUN: runs, LAYER: layers, SPLIT: list(SPLITS)}, name=name, attrs=attrs,
     )  # fmt: skip
 
 
@@ -185,18 +194,18 @@ def _labels(pairs: list[_Pair]) -> np.ndarray:
     classes = set()
     for p in pairs:
         for split, acts in (("train", p.train), ("test", p.test)):
-            if "label" not in acts.coords or acts.coords["label"].dims != (STIMULUS,):
+            if LABEL not in acts.coords or acts.coords[LABEL].dims != (STIMULUS,):
                 raise ValueError(
                     f"{split} activations of {p.name} have no 'label' coordinate on "
                     f"{STIMULUS!r}: extract them with labels (repsim.extract.extract(..., labels=y))"
                 )
-            labels = np.asarray(acts.coords["label"].values)
+            labels = np.asarray(acts.coords[LABEL].values)
             if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
                 raise ValueError(
                     f"{split} labels of {p.name} must be non-negative integers (-1 means "
                     f"unknown), got {labels[:5]}...: extract them with labels"
                 )
-        classes.update(np.unique(p.train.coords["label"].values).tolist())
+        classes.update(np.unique(p.train.coords[LABEL].values).tolist())
     return np.array(sorted(classes), dtype=np.int64)
 
 
@@ -242,7 +251,7 @@ def _fit_classifier(batch, classes, C, standardize, tol, max_iter, device):
     k = len(classes)
 
     def codes(acts):
-        lab = np.asarray(acts.coords["label"].values)
+        lab = np.asarray(acts.coords[LABEL].values)
         pos = np.clip(np.searchsorted(classes, lab), 0, k - 1)
         return np.where(classes[pos] == lab, pos, -1)
 
@@ -292,7 +301,7 @@ def _fit_classifier(batch, classes, C, standardize, tol, max_iter, device):
 def classifier_probe(
     train, test, *, C: float = 1.0, standardize: bool = True, tol: float = 1e-4,
     max_iter: int = 500, device: str | torch.device = "auto",
-):  # fmt: skip
+) -> xr.DataArray:  # fmt: skip
     """Train and held-out accuracy of a linear classifier of the label, per layer.
 
     For each layer, a multinomial logistic regression with an L2 penalty is fitted to the
@@ -397,8 +406,8 @@ def _inputs(inputs, split: str, pairs: list[_Pair]) -> np.ndarray:
     if isinstance(inputs, xr.DataArray):
         if STIMULUS in inputs.dims:
             inputs = inputs.transpose(STIMULUS, ...)
-        if "index" in inputs.coords and inputs.coords["index"].dims == (inputs.dims[0],):
-            index = np.asarray(inputs.coords["index"].values)
+        if INDEX in inputs.coords and inputs.coords[INDEX].dims == (inputs.dims[0],):
+            index = np.asarray(inputs.coords[INDEX].values)
         inputs = inputs.values
     elif isinstance(inputs, torch.Tensor):
         inputs = inputs.detach().cpu().numpy()
@@ -420,8 +429,8 @@ def _inputs(inputs, split: str, pairs: list[_Pair]) -> np.ndarray:
             )
         if (
             index is not None
-            and "index" in acts.coords
-            and not np.array_equal(index, np.asarray(acts.coords["index"].values))
+            and INDEX in acts.coords
+            and not np.array_equal(index, np.asarray(acts.coords[INDEX].values))
         ):
             raise ValueError(
                 f"{split}_inputs are other stimuli, or in another order, than the {split} "
@@ -489,7 +498,7 @@ def _fit_regressor(batch, y, y_test, alpha, standardize, device):
 def regressor_probe(
     train, test, train_inputs, test_inputs, *, alpha: float = 1.0, standardize: bool = True,
     device: str | torch.device = "auto",
-):  # fmt: skip
+) -> xr.DataArray:  # fmt: skip
     """Train and held-out error of a linear map from each layer back to the network's input.
 
     For each layer, ridge regression with an intercept is fitted from the train
@@ -567,26 +576,104 @@ def regressor_probe(
     return _result(out, runs, layers, "probe_mse", attrs)
 
 
+# ------------------------------------------------------------------- runs
+
+
+def analyse(
+    runs: Sequence[Run],
+    *,
+    train_stimuli: str = "{dataset}:train:all",
+    test_stimuli: str = "{dataset}:test:all",
+    C: float = 1.0,
+    alpha: float = 1.0,
+    device: str | torch.device = "auto",
+    cache: str | os.PathLike | None = None,
+    **extraction: Any,
+) -> xr.Dataset:
+    """Classifier and regressor probes of every layer of every run.
+
+    Parameters
+    ----------
+    runs
+        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
+    train_stimuli, test_stimuli
+        ``<dataset>:<split>:<n|all>`` that the probes are fitted on and tested on;
+        ``{dataset}`` stands for the runs' dataset, which must then be the same for all.
+        Each selection is loaded once.
+    C, alpha
+        As for :func:`classifier_probe` and :func:`regressor_probe`.
+    cache
+        A directory to keep the activations in (``probes-train.zarr``,
+        ``probes-test.zarr``; up-to-date runs are reused); None extracts them in memory.
+    extraction
+        Other keywords of :func:`repsim.extract.extract_runs` (``batch_size``, ``force``,
+        ``progress``, ``on_error``, ``log``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``probe_accuracy`` and ``probe_mse`` ``(run, layer, split)`` for the runs extracted
+        on both splits; their attrs record the stimuli, the runs and ``sg_layers``.
+    """
+    import xarray as xr
+
+    from repsim.extract import extract_runs
+
+    selected: dict = {}
+    trees, specs, done = {}, {}, {}
+    for split, spec in ((SPLITS[0], train_stimuli), (SPLITS[1], test_stimuli)):
+        store = None if cache is None else Path(cache) / f"probes-{split}.zarr"
+        trees[split] = extract_runs(
+            runs, stimuli=spec, store=store, device=device, selected=selected, **extraction
+        )
+        done[split] = list(trees[split].attrs["runs"])
+        resolved = {run.stimuli(spec) for run in runs if run.name in done[split]}
+        if len(resolved) > 1:
+            raise ValueError(
+                f"the runs were trained on different datasets ({', '.join(sorted(resolved))}): "
+                f"probe them separately or pass --{split}-stimuli"
+            )
+        specs[split] = resolved.pop()
+    names = [name for name in done[SPLITS[0]] if name in done[SPLITS[1]]]
+    if not names:
+        raise ValueError("no run could be probed on both its train and test stimuli")
+    for split in SPLITS:
+        if done[split] != names:
+            trees[split] = xr.DataTree.from_dict({f"/{r}": trees[split][r] for r in names})
+    train, test = (trees[split] for split in SPLITS)
+    accuracy = classifier_probe(train, test, C=C, device=device)
+    inputs = [selected[specs[split]].inputs for split in SPLITS]
+    mse = regressor_probe(train, test, *inputs, alpha=alpha, device=device)
+    attrs = {
+        "train_stimuli": specs[SPLITS[0]],
+        "test_stimuli": specs[SPLITS[1]],
+        "runs": names,
+        SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in names},
+    }
+    accuracy.attrs.update(attrs)
+    mse.attrs.update(attrs)
+    return xr.Dataset({"probe_accuracy": accuracy, "probe_mse": mse})
+
+
 # ------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
-    """``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted.
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted."""
+    return cli.main(COMMAND, argv)
 
-    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
-    the runs that fail; without it, this command lists them itself.
-    """
-    from repsim import _cli, datasets, extract, plots, store
 
-    p = _cli.parser("probes", "Linear classifier and regressor probes per layer.")
+def _add_arguments(p) -> None:
     p.add_argument(
-        "--train-stimuli", default="{dataset}:train:all",
+        "--train-stimuli",
+        default="{dataset}:train:all",
         help="stimuli the probes are fitted on (default: the run's dataset, whole train split)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--test-stimuli", default="{dataset}:test:all",
+        "--test-stimuli",
+        default="{dataset}:test:all",
         help="held-out stimuli (default: the run's dataset, whole test split)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--C",
         type=float,
@@ -596,64 +683,50 @@ def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
     p.add_argument(
         "--alpha", type=float, default=1.0, help="ridge penalty of the regressor, as Ridge(alpha=)"
     )
-    args = p.parse_args(argv)
-    own = failures is None
-    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
-    try:
-        out = _cli.results_path(args)
-        base = _cli.out_dir(args)
-        trees, inputs, specs, done = {}, {}, {}, {}
-        for split, spec in (("train", args.train_stimuli), ("test", args.test_stimuli)):
-            done[split] = extract.extract_runs(
-                args, base / f"probes-{split}.zarr", stimuli=spec, failures=failures
-            )
-            resolved = {spec.format(dataset=info.dataset or "mnist-5k") for _, info in done[split]}
-            if len(resolved) > 1:
-                raise ValueError(
-                    f"the runs were trained on different datasets ({', '.join(sorted(resolved))}): "
-                    f"probe them separately or pass --{split}-stimuli"
-                )
-            specs[split] = resolved.pop()
-            inputs[split] = datasets.select(specs[split]).inputs
-        tested = {run for run, _ in done["test"]}
-        infos = [(run, info) for run, info in done["train"] if run in tested]
-        runs = [run for run, _ in infos]
-        if not runs:
-            raise ValueError("no run could be probed on both its train and test stimuli")
-        for split in ("train", "test"):
-            trees[split] = store.open_activations(base / f"probes-{split}.zarr", runs=runs)
-        dev = extract.resolve_device(args.device)
-        accuracy = classifier_probe(trees["train"], trees["test"], C=args.C, device=dev)
-        mse = regressor_probe(
-            trees["train"],
-            trees["test"],
-            inputs["train"],
-            inputs["test"],
-            alpha=args.alpha,
-            device=dev,
-        )
-        provenance = {"train_stimuli": specs["train"], "test_stimuli": specs["test"], "runs": runs}
-        store.write_result(out, accuracy, provenance=provenance)
-        store.write_result(out, mse, provenance=provenance)
-        fig = _cli.save_figure(
-            plots.probe_curves(accuracy, mse, marks=extract.sg_marks(infos)), out, "probes"
-        )
-    except _cli.ERRORS as err:
-        return failures.fail(err)
+
+
+def _command(runs: list[Run], context: cli.Context) -> None:
+    from repsim import plots
+
+    args = context.args
+    computed = analyse(
+        runs,
+        train_stimuli=args.train_stimuli,
+        test_stimuli=args.test_stimuli,
+        C=args.C,
+        alpha=args.alpha,
+        device=args.device,
+        cache=context.base,
+        **context.extraction(),
+    )
+    results = context.save(computed)
+    accuracy, mse = results["probe_accuracy"], results["probe_mse"]
+    fig = context.figure(plots.probe_curves(accuracy, mse), "probes")
 
     def cell(run: str, i: int) -> str:
-        a = float(accuracy.sel(run=run, split="test")[i])
-        return f"{a:.3f} / {float(mse.sel(run=run, split='test')[i]):.4f}"
+        a = float(accuracy.sel({RUN: run, SPLIT: "test"})[i])
+        return f"{a:.3f} / {float(mse.sel({RUN: run, SPLIT: 'test'})[i]):.4f}"
 
-    _cli.layer_table(
-        f"held-out probe accuracy / MSE (fitted on {specs['train']}, tested on {specs['test']})",
-        runs, [str(v) for v in accuracy["layer"].values], cell, width=16,
-    )  # fmt: skip
-    print(f"\n→ {out} (probe_accuracy, probe_mse), {fig}")
-    return failures.end() if own else 0
+    cli.layer_table(
+        f"held-out probe accuracy / MSE (fitted on {accuracy.attrs['train_stimuli']}, tested on {accuracy.attrs['test_stimuli']})",
+        [str(r) for r in accuracy[RUN].values],
+        [str(v) for v in accuracy[LAYER].values],
+        cell,
+        width=16,
+    )
+    print(f"\n→ {context.store} (probe_accuracy, probe_mse), {fig}")
+
+
+#: ``--stimuli`` is not among its options: the probes' stimuli are ``--train-stimuli``
+#: and ``--test-stimuli``.
+COMMAND = cli.Command(
+    "probes",
+    "Linear classifier and regressor probes per layer.",
+    _command,
+    _add_arguments,
+    stimuli=False,
+)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -4,28 +4,37 @@ RDM_ij = 1 − Pearson corr(h_i, h_j) over a layer's units (Kriegeskorte et al. 
 paper's Figures 3 and 7). All layers of all runs are computed together: layers of equal
 width are stacked and multiplied in one batched matrix product.
 
-Command line::
+On runs (:mod:`repsim.runs`), :func:`analyse` extracts the stimuli's activations and
+returns both results; from the command line::
 
     python -m repsim.rdm ckpt/        # extract (or reuse) activations, RDMs, diagonal L2, figures
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from repsim.store import STIMULUS, UNIT
+from repsim import cli
+from repsim.batching import by_shape
+from repsim.devices import resolve_device
+from repsim.names import INDEX, LABEL, LAYER, RUN, SG_LAYERS, STIMULUS, STIMULUS_, UNIT
+from repsim.runs import Run, sg_marks
 
-__all__ = ["METRICS", "diag_l2", "rdm"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["METRICS", "analyse", "diag_l2", "main", "rdm"]
 
 Metric = Literal["correlation", "cosine", "euclidean"]
 METRICS: tuple[str, ...] = ("correlation", "cosine", "euclidean")
-STIMULUS_ = STIMULUS + "_"
-_BATCH_BYTES = 1 << 30  # how much of the output one batched product may produce at once
 
 
 def _unit_rows(x: torch.Tensor, center: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +118,12 @@ def _coords_(acts) -> dict:
     return coords
 
 
-def rdm(acts, *, metric: Metric = "correlation", device: str | torch.device = "cpu"):
+def rdm(
+    acts: xr.DataArray | xr.DataTree,
+    *,
+    metric: Metric = "correlation",
+    device: str | torch.device = "auto",
+) -> xr.DataArray:
     """Dissimilarity between every pair of stimuli, over the ``unit`` dim.
 
     Parameters
@@ -122,6 +136,8 @@ def rdm(acts, *, metric: Metric = "correlation", device: str | torch.device = "c
         ``"correlation"``: 1 − Pearson correlation (the paper's); ``"cosine"``: 1 − cosine
         similarity; ``"euclidean"``: the true Euclidean distance (not squared), computed
         in float64.
+    device
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
 
     Returns
     -------
@@ -156,14 +172,17 @@ def rdm(acts, *, metric: Metric = "correlation", device: str | torch.device = "c
         )
     acts = acts.transpose(..., STIMULUS, UNIT)
     values = _check_finite(np.asarray(acts.values), f"the activations {acts.name or ''}".rstrip())
-    x = torch.as_tensor(values, device=torch.device(device))
+    x = torch.as_tensor(values, device=resolve_device(device))
     d, dead = _rdm(x, metric)
     _warn_dead(dead, metric, "")
     lead = {k: v for k, v in acts.coords.items() if STIMULUS not in v.dims and UNIT not in v.dims}
     return xr.DataArray(
-        d.cpu().numpy(), dims=(*acts.dims[:-2], STIMULUS, STIMULUS_),
-        coords={**lead, **_coords_(acts)}, name="rdm", attrs={"metric": metric},
-    )  # fmt: skip
+        d.cpu().numpy(),
+        dims=(*acts.dims[:-2], STIMULUS, STIMULUS_),
+        coords={**lead, **_coords_(acts)},
+        name="rdm",
+        attrs={"metric": metric},
+    )
 
 
 def _warn_dead(dead: torch.Tensor, metric: str, where: str) -> None:
@@ -176,7 +195,7 @@ def _warn_dead(dead: torch.Tensor, metric: str, where: str) -> None:
         )
 
 
-def _rdm_tree(tree, metric: str, device) -> object:
+def _rdm_tree(tree, metric: str, device) -> xr.DataArray:
     import xarray as xr
 
     from repsim.store import iter_layers
@@ -189,7 +208,7 @@ def _rdm_tree(tree, metric: str, device) -> object:
     first = items[0][2]
     for run, layer, a in items:
         if a.sizes[STIMULUS] != first.sizes[STIMULUS] or not np.array_equal(
-            a["index"].values, first["index"].values
+            a[INDEX].values, first[INDEX].values
         ):
             raise ValueError(
                 f"run {run!r} layer {layer!r} was extracted on other stimuli than run "
@@ -198,37 +217,40 @@ def _rdm_tree(tree, metric: str, device) -> object:
             )
     n = first.sizes[STIMULUS]
     out = np.full((len(runs), len(layers), n, n), np.nan, np.float32)
-    by_width: dict[int, list[tuple[str, int, int, object]]] = {}
-    for run, layer, a in items:
-        where = f"layer {layer!r}" + (f" of run {run!r}" if run else "")
-        by_width.setdefault(a.sizes[UNIT], []).append(
-            (where, runs.index(run), layers.index(layer), a)
+    located = [
+        (
+            f"layer {layer!r}" + (f" of run {run!r}" if run else ""),
+            runs.index(run),
+            layers.index(layer),
+            a,
         )
+        for run, layer, a in items
+    ]
     dead_total = 0
-    dev = torch.device(device)
-    for width, group in by_width.items():
-        step = max(1, _BATCH_BYTES // (4 * n * max(n, width)))
-        for s in range(0, len(group), step):
-            part = group[s : s + step]
-            x = np.stack([_check_finite(np.asarray(a.values), where) for where, _, _, a in part])
-            x = torch.as_tensor(x, device=dev)
-            d, dead = _rdm(x, metric)
-            dead_total += int(dead.sum())
-            d = d.cpu().numpy()
-            for k, (_, i, j, _) in enumerate(part):
-                out[i, j] = d[k]
+    dev = resolve_device(device)
+    for part in by_shape(
+        located, shape=lambda item: item[3].sizes[UNIT], nbytes=lambda width: 4 * n * max(n, width)
+    ):
+        x = np.stack([_check_finite(np.asarray(a.values), where) for where, _, _, a in part])
+        d, dead = _rdm(torch.as_tensor(x, device=dev), metric)
+        dead_total += int(dead.sum())
+        d = d.cpu().numpy()
+        for k, (_, i, j, _) in enumerate(part):
+            out[i, j] = d[k]
     if dead_total:
         _warn_dead(
             torch.ones(dead_total, dtype=torch.bool), metric, " (summed over layers and runs)"
         )
     return xr.DataArray(
-        out, dims=("run", "layer", STIMULUS, STIMULUS_),
-        coords={"run": runs, "layer": layers, **_coords_(first.compute())},
-        name="rdm", attrs={"metric": metric},
-    )  # fmt: skip
+        out,
+        dims=(RUN, LAYER, STIMULUS, STIMULUS_),
+        coords={RUN: runs, LAYER: layers, **_coords_(first.compute())},
+        name="rdm",
+        attrs={"metric": metric},
+    )
 
 
-def diag_l2(rdms, *, reference: str = "last"):
+def diag_l2(rdms: xr.DataArray, *, reference: str | xr.DataArray = "last") -> xr.DataArray:
     """L2 distance between each layer's within-class RDM entries and the reference layer's.
 
     Parameters
@@ -258,28 +280,29 @@ def diag_l2(rdms, *, reference: str = "last"):
     """
     import xarray as xr
 
-    for name in ("label", "label_"):
+    for name in (LABEL, LABEL + "_"):
         if name not in rdms.coords:
             raise ValueError(
                 f"diag_l2 needs the stimuli's classes as coordinate {name!r} of the RDMs (rdm() keeps it)"
             )
-    if "layer" not in rdms.dims:
-        raise ValueError("diag_l2 needs RDMs with a 'layer' dim")
-    _check_pairs(rdms["label"].values)
+    if LAYER not in rdms.dims:
+        raise ValueError(f"diag_l2 needs RDMs with a {LAYER!r} dim")
+    _check_pairs(rdms[LABEL].values)
     same = xr.DataArray(
-        rdms["label"].values[:, None] == rdms["label_"].values[None, :], dims=(STIMULUS, STIMULUS_)
+        rdms[LABEL].values[:, None] == rdms[LABEL + "_"].values[None, :],
+        dims=(STIMULUS, STIMULUS_),
     )
     if isinstance(reference, xr.DataArray):
         ref = _align(reference, rdms)
     elif reference == "last":
         present = rdms.notnull().any([STIMULUS, STIMULUS_])
-        last = present.cumsum("layer").argmax("layer")  # index of the last layer present
-        ref = rdms.isel(layer=last).drop_vars("layer")
-    elif isinstance(reference, str) and reference in rdms["layer"].values:
-        ref = rdms.sel(layer=reference).drop_vars("layer")
+        last = present.cumsum(LAYER).argmax(LAYER)  # index of the last layer present
+        ref = rdms.isel({LAYER: last}).drop_vars(LAYER)
+    elif isinstance(reference, str) and reference in rdms[LAYER].values:
+        ref = rdms.sel({LAYER: reference}).drop_vars(LAYER)
     else:
         raise ValueError(
-            f"reference must be 'last', a layer ({', '.join(map(str, rdms['layer'].values))}) or an RDM DataArray, got {reference!r}"
+            f"reference must be 'last', a layer ({', '.join(map(str, rdms[LAYER].values))}) or an RDM DataArray, got {reference!r}"
         )
     sq = ((rdms - ref) ** 2).where(same, 0.0).sum([STIMULUS, STIMULUS_], skipna=False)
     out = np.sqrt(sq).astype(np.float64).rename("diag_l2")
@@ -309,12 +332,12 @@ def _align(reference, rdms):
     """The reference RDM reordered to ``rdms``'s stimuli (by ``index``), or an error."""
     import xarray as xr
 
-    for name in ("index", "index_"):
+    for name in (INDEX, INDEX + "_"):
         if name not in reference.coords or name not in rdms.coords:
             raise ValueError(
                 f"a reference RDM is matched to the RDMs by the coordinate {name!r}, which is missing"
             )
-    want, have = rdms["index"].values, reference["index"].values
+    want, have = rdms[INDEX].values, reference[INDEX].values
     if sorted(want.tolist()) != sorted(have.tolist()):
         raise ValueError(
             "the reference RDM is over other stimuli than the RDMs "
@@ -326,54 +349,117 @@ def _align(reference, rdms):
     return xr.DataArray(ref.values, dims=(STIMULUS, STIMULUS_))
 
 
-def main(argv: Sequence[str] | None = None, *, failures=None) -> int:
-    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted.
+# ------------------------------------------------------------------- runs
 
-    ``failures`` (a :class:`repsim._cli.Failures`, as :mod:`repsim.report` passes) collects
-    the runs that fail; without it, this command lists them itself.
+
+def analyse(
+    runs: Sequence[Run],
+    *,
+    stimuli: str | None = None,
+    metric: Metric = "correlation",
+    device: str | torch.device = "auto",
+    cache: str | os.PathLike | None = None,
+    **extraction: Any,
+) -> xr.Dataset:
+    """RDMs and their diagonal L2 to the last layer, for every run.
+
+    Parameters
+    ----------
+    runs
+        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
+    stimuli
+        ``<dataset>:<split>:<n|all>`` (``{dataset}``: the run's own); default the paper's
+        400 test points of each run's dataset. Every run must get the same stimuli.
+    cache
+        A directory to keep the activations in (``activations.zarr``; up-to-date runs are
+        reused); None extracts them in memory.
+    extraction
+        Other keywords of :func:`repsim.extract.extract_runs` (``batch_size``, ``force``,
+        ``progress``, ``on_error``, ``log``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``rdm (run, layer, stimulus, stimulus_)`` and ``diag_l2 (run, layer)``, as
+        :func:`rdm` and :func:`diag_l2` compute them; their attrs record the runs, the
+        stimuli and where synthetic gradients sit (``sg_layers``, for the figures).
+        Warnings of the two (constant stimuli, single-stimulus classes) are raised.
+
+    Examples
+    --------
+    >>> from repsim import runs
+    >>> net = torch.nn.Sequential(torch.nn.Linear(784, 8), torch.nn.ReLU())
+    >>> analyse([runs.from_model(net, ["0", "1"])], stimuli="mnist-5k:test:40", device="cpu").diag_l2.dims
+    ('run', 'layer')
     """
-    import sys
+    import xarray as xr
 
-    from repsim import _cli, extract, plots, store
+    from repsim.extract import extract_runs
 
-    p = _cli.parser("rdm", "RDMs per layer and their diagonal-block L2 distance to the last layer.")
+    store = None if cache is None else Path(cache) / "activations.zarr"
+    acts = extract_runs(runs, stimuli=stimuli, store=store, device=device, **extraction)
+    done = list(acts.attrs["runs"])
+    rdms = rdm(acts, metric=metric, device=device)
+    attrs = {
+        "runs": done,
+        "metric": metric,
+        "stimuli": ", ".join(sorted({acts[r].attrs["stimuli"] for r in done})),
+        SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in done},
+        **({} if store is None else {"activations": str(store)}),
+    }
+    rdms.attrs.update(attrs)
+    distances = diag_l2(rdms)
+    distances.attrs.update(attrs)
+    return xr.Dataset({"rdm": rdms, "diag_l2": distances})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
+    return cli.main(COMMAND, argv)
+
+
+def _add_arguments(p) -> None:
     p.add_argument("--metric", default="correlation", choices=METRICS)
-    args = p.parse_args(argv)
-    own = failures is None
-    failures = _cli.Failures(p.prog, argv, args.debug) if own else failures
-    try:
-        out = _cli.results_path(args)
-        acts_path = _cli.out_dir(args) / "activations.zarr"
-        infos = extract.extract_runs(args, acts_path, failures=failures)
-        runs = [run for run, _ in infos]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            acts = store.open_activations(acts_path, runs=runs)
-            rdms = rdm(acts, metric=args.metric, device=extract.resolve_device(args.device))
-            distances = diag_l2(rdms)
-        for w in caught:
-            print(f"note: {w.message}", file=sys.stderr)
-        provenance = {"activations": str(acts_path), "runs": runs, "metric": args.metric}
-        store.write_result(out, rdms, provenance=provenance)
-        store.write_result(out, distances, provenance=provenance)
-        figs = [
-            _cli.save_figure(plots.rdm_grid(rdms), out, "rdm"),
-            _cli.save_figure(
-                plots.diag_l2_curves(distances, marks=extract.sg_marks(infos)), out, "diag_l2"
-            ),
-        ]
-    except _cli.ERRORS as err:
-        return failures.fail(err)
-    _cli.layer_table(
+
+
+def _command(runs: list[Run], context: cli.Context) -> None:
+    from repsim import plots
+
+    args = context.args
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        computed = analyse(
+            runs,
+            stimuli=args.stimuli,
+            metric=args.metric,
+            device=args.device,
+            cache=context.base,
+            **context.extraction(),
+        )
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
+    results = context.save(computed)
+    rdms, distances = results["rdm"], results["diag_l2"]
+    figs = [
+        context.figure(plots.rdm_grid(rdms), "rdm"),
+        context.figure(plots.diag_l2_curves(distances), "diag_l2"),
+    ]
+    cli.layer_table(
         f"diagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)",
-        runs, [str(v) for v in distances["layer"].values],
-        lambda run, i: f"{float(distances.sel(run=run).values[i]):.2f}",
-    )  # fmt: skip
-    print(f"\n→ {out} (rdm, diag_l2), {', '.join(map(str, figs))}")
-    return failures.end() if own else 0
+        [str(r) for r in distances[RUN].values],
+        [str(v) for v in distances[LAYER].values],
+        lambda run, i: f"{float(distances.sel({RUN: run}).values[i]):.2f}",
+    )
+    print(f"\n→ {context.store} (rdm, diag_l2), {', '.join(map(str, figs))}")
+
+
+COMMAND = cli.Command(
+    "rdm",
+    "RDMs per layer and their diagonal-block L2 distance to the last layer.",
+    _command,
+    _add_arguments,
+)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from repsim import _atomic
+from repsim.names import EPOCH, INDEX, LABEL, LAYER, RUN, STIMULUS, UNIT
 
 __all__ = [
     "STIMULUS",
@@ -46,19 +47,17 @@ __all__ = [
     "read_histories",
     "read_run_attrs",
     "read_sg_quality",
-    "runs",
     "verify_run",
     "write_result",
 ]
 
-STIMULUS, UNIT = "stimulus", "unit"
 #: Bump when the layout changes so that stores written before are recomputed, not misread.
 STORE_FORMAT = 2  # 2: runs carry a manifest of their files, and which layers are non-finite
 _CHUNK_BYTES = 4 << 20  # target size of one chunk: big enough to stream, small enough to buffer
 
 
 def _check_node_name(name: str, what: str) -> None:
-    if not name or "/" in name or name.startswith("__") or name in ("label", "index", ".", ".."):
+    if not name or "/" in name or name.startswith("__") or name in (LABEL, INDEX, ".", ".."):
         raise ValueError(
             f"{what} {name!r} cannot name a zarr group (empty, contains '/', starts with '__', "
             "or is 'label', 'index', '.' or '..')"
@@ -284,7 +283,7 @@ class RunWriter:
             fill_value=np.nan,  # a chunk that goes missing cannot pass for activations
             config={"write_empty_chunks": True},  # skip comparing each chunk to the fill value
         )
-        for name, values in (("label", self._labels), ("index", self._indices)):
+        for name, values in ((LABEL, self._labels), (INDEX, self._indices)):
             a = g.create_array(name, shape=(self.n,), dtype="int64", dimension_names=(STIMULUS,))
             a[:] = values
         self._buffers[layer] = (np.empty((rows, units), np.float32), 0)
@@ -340,11 +339,6 @@ def _run_names(tree) -> list[str]:
     return sorted(
         node.attrs["run"] for node in tree.subtree if "run" in node.attrs and "layers" in node.attrs
     )
-
-
-def runs(tree) -> list[str]:
-    """Names of the runs in an opened store (nodes that carry a ``run`` attribute), sorted."""
-    return _run_names(tree)
 
 
 def iter_layers(tree):
@@ -496,7 +490,7 @@ def open_results(path: str | os.PathLike, *, verify: bool = True):
         for name, var in part.data_vars.items():
             merged[name].attrs = dict(var.attrs)  # each result's provenance
     for part in parts:  # keep each layer order as computed (outer joins sort otherwise)
-        for dim in ("run", "layer"):
+        for dim in (RUN, LAYER):
             if dim in part.dims and dim in merged.dims and len(part[dim]) == len(merged[dim]):
                 merged = merged.reindex({dim: part[dim].values})
     return merged
@@ -536,14 +530,15 @@ def read_sg_quality(runs: Mapping[str, str | os.PathLike]):
             )
         except (ValueError, KeyError, pd.errors.ParserError) as err:
             raise ValueError(f"{file} is damaged ({err}); retrain to rewrite it") from err
-        frames.append(df.assign(run=run))
+        frames.append(df.assign(**{RUN: run}))
     if not frames:
         return xr.DataArray(
-            np.zeros((0, 0, 0, 0)), dims=("run", "measure", "position", "step"), name="sg_quality"
+            np.zeros((0, 0, 0, 0)), dims=(RUN, "measure", "position", "step"), name="sg_quality"
         )
-    table = pd.concat(frames).set_index(["run", "measure", "position", "step"])["value"]
+    table = pd.concat(frames).set_index([RUN, "measure", "position", "step"])["value"]
     da = xr.DataArray.from_series(table[~table.index.duplicated(keep="last")])
-    return da.reindex(run=[r for r in runs if r in set(da["run"].values)]).rename("sg_quality")
+    kept = [r for r in runs if r in set(da[RUN].values)]
+    return da.reindex({RUN: kept}).rename("sg_quality")
 
 
 def read_histories(runs: Mapping[str, str | os.PathLike], *, on_error=None):
@@ -576,9 +571,9 @@ def read_histories(runs: Mapping[str, str | os.PathLike], *, on_error=None):
         try:
             try:
                 frame = pd.read_csv(file)
-                if "epoch" not in frame:
+                if EPOCH not in frame:
                     raise ValueError("it has no 'epoch' column")
-                frames[run] = frame.set_index("epoch").astype(float)
+                frames[run] = frame.set_index(EPOCH).astype(float)
             except (ValueError, OSError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ValueError(
@@ -589,6 +584,6 @@ def read_histories(runs: Mapping[str, str | os.PathLike], *, on_error=None):
                 raise
             on_error(run, err)
     if not frames:
-        return xr.Dataset(coords={"run": [], "epoch": []})
-    parts = [xr.Dataset.from_dataframe(f).expand_dims(run=[run]) for run, f in frames.items()]
-    return xr.concat(parts, dim="run", join="outer")
+        return xr.Dataset(coords={RUN: [], EPOCH: []})
+    parts = [xr.Dataset.from_dataframe(f).expand_dims({RUN: [run]}) for run, f in frames.items()]
+    return xr.concat(parts, dim=RUN, join="outer")

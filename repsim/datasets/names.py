@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
+from repsim.names import SPLITS
+
 __all__ = ["DATASETS", "SPLITS", "DatasetNotFoundError", "Split", "check_name", "check_split"]
 
 Split = Literal["train", "test"]
-SPLITS: tuple[str, ...] = ("train", "test")
 DATASETS: tuple[str, ...] = ("mnist-5k", "mnist", "fashion-mnist")  # and "idx:<directory>"
 
 
