@@ -25,7 +25,7 @@ import torch
 
 from repsim import cli
 from repsim.names import LAYER, RUN, SG_LAYERS
-from repsim.runs import NothingAnalysed, Run, sg_marks
+from repsim.runs import NothingAnalysed, Run, attempt, sg_marks
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -221,20 +221,16 @@ def analyse(
     """
     import xarray as xr
 
-    parts, done = [], []
-    for run in runs:
-        try:
-            known = {k: v for k, v in run.info.layer_weights.items() if k in run.layers}
-            keys = weight_keys(run.model, run.layers, {**known, **dict(weights or {})})
-            parts.append(weight_norms(run.model.state_dict(), keys).expand_dims({RUN: [run.name]}))
-        except Exception as err:
-            if on_error is None:
-                raise
-            on_error(run.name, err)
-            continue
-        done.append(run.name)
+    def one(run: Run) -> xr.DataArray:
+        known = {k: v for k, v in run.info.layer_weights.items() if k in run.layers}
+        keys = weight_keys(run.model, run.layers, {**known, **dict(weights or {})})
+        norms = weight_norms(run.model.state_dict(), keys).expand_dims({RUN: [run.name]})
         if log is not None:
             log(f"{run.name}: {len(keys)} layers ({', '.join(list(keys.values())[:2])}, …)")
+        return norms
+
+    computed = attempt(runs, one, on_error)
+    parts, done = [norms for _, norms in computed], [run.name for run, _ in computed]
     if not parts:
         raise NothingAnalysed(f"no run could be analysed ({len(runs)} failed)")
     norms = xr.concat(parts, dim=RUN, join="outer").rename("weight_norm")

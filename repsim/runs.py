@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from repsim import checkpoints
 
-__all__ = ["DEFAULT_STIMULI", "NothingAnalysed", "Run", "discover", "from_model", "sg_marks"]
+__all__ = [
+    "DEFAULT_STIMULI",
+    "NothingAnalysed",
+    "Run",
+    "attempt",
+    "discover",
+    "from_model",
+    "sg_marks",
+]
 
 #: The paper's stimuli (400 test points, 40 per class) of the run's own dataset.
 DEFAULT_STIMULI = "{dataset}:test:400"
 #: The dataset of a run whose checkpoint does not name one (external weights).
 DEFAULT_DATASET = "mnist-5k"
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class NothingAnalysed(ValueError):
@@ -107,25 +120,15 @@ def discover(
             raise FileNotFoundError(
                 f"no checkpoint (a directory with {checkpoints.META}) under {path}"
             )
-    found = []
-    for name, target in targets:
-        try:
-            net, info = checkpoints.load(
-                target,
-                model=model,
-                model_kwargs=model_kwargs,
-                layers=layers,
-                trust=trust,
-                strict=strict,
-                max_model_bytes=max_model_bytes,
-            )
-        except Exception as err:
-            if on_error is None:
-                raise
-            on_error(name, err)
-            continue
-        found.append(Run(name, net, info))
-    return found
+    options = {"model": model, "model_kwargs": model_kwargs, "layers": layers, "trust": trust}
+    options.update(strict=strict, max_model_bytes=max_model_bytes)
+    loaded = attempt(
+        targets,
+        lambda target: checkpoints.load(target[1], **options),
+        on_error,
+        name=lambda target: target[0],
+    )
+    return [Run(name, *net_info) for (name, _), net_info in loaded]
 
 
 def from_model(
@@ -180,3 +183,27 @@ def from_model(
 def sg_marks(runs: Sequence[Run]) -> dict[str, list[str]]:
     """Run name → the layers after which a synthetic gradient sits (for the figures)."""
     return {run.name: run.sg_layers for run in runs}
+
+
+def attempt(
+    items: Iterable[T],
+    fn: Callable[[T], R],
+    on_error: Callable[[str, BaseException], None] | None,
+    *,
+    name: Callable[[T], str] = lambda run: run.name,
+) -> list[tuple[T, R]]:
+    """``(item, fn(item))`` for each item that succeeds, in order.
+
+    ``on_error(name(item), err)`` is called for an item whose ``fn`` raises, which is then
+    left out; without ``on_error``, the error is raised. This is how every runs-level
+    function goes on past a failing run.
+    """
+    done = []
+    for item in items:
+        try:
+            done.append((item, fn(item)))
+        except Exception as err:
+            if on_error is None:
+                raise
+            on_error(name(item), err)
+    return done
