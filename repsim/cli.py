@@ -246,6 +246,11 @@ class Context:
             "log": print,
         }
 
+    def analysis(self) -> dict[str, Any]:
+        """Keywords of every runs-level ``analyse`` (:mod:`repsim.runs`) from the arguments:
+        ``device``, the output directory as ``cache``, and :meth:`extraction`'s."""
+        return {"device": self.args.device, "cache": self.base, **self.extraction()}
+
     def save(self, results: Any) -> Any:
         """Write each variable of ``results`` to the results store and read them back:
         the figures and tables are drawn from what the store holds."""
@@ -257,6 +262,22 @@ class Context:
         runs = [str(r) for r in results[RUN].values]
         out = stored[list(results.data_vars)].sel({RUN: runs})
         return out.dropna(LAYER, how="all") if LAYER in out.dims else out
+
+    def summary(
+        self,
+        title: str,
+        results: Any,
+        table: Any,
+        cell: Callable[[str, int], str],
+        figures: Sequence[Path],
+        width: int = 10,
+    ) -> None:
+        """Print the runs × layers ``table`` (a DataArray of ``results``, :func:`layer_table`)
+        and where ``results`` and the figures were written."""
+        runs = [str(r) for r in table[RUN].values]
+        layer_table(title, runs, [str(v) for v in table[LAYER].values], cell, width)
+        written = ", ".join(results.data_vars)
+        print(f"\n→ {self.store} ({written}), {', '.join(map(str, figures))}")
 
     def figure(self, fig: Any, name: str) -> Path:
         """Save ``fig`` as ``figures/<name>.png`` beside the results store, and free it."""
@@ -281,6 +302,11 @@ class Command:
     run: Callable[[list[Run], Context], int | None]
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
     stimuli: bool = True
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """``python -m repsim.<name>``: parse ``argv``, load the runs once and run this
+        command on them; the exit status (:func:`main`)."""
+        return main(self, argv)
 
 
 def main(

@@ -192,10 +192,10 @@ def analyse(
 ) -> xr.Dataset:
     """Normalised weight norms of every run's layers.
 
+    ``runs`` and ``on_error`` are as for every runs-level analysis (:mod:`repsim.runs`).
+
     Parameters
     ----------
-    runs
-        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
     weights
         Layer → state_dict key overriding which weight is that layer's, for every run
         (default: the checkpoint's ``layer_weights``, else :func:`weight_keys`' rule).
@@ -253,11 +253,6 @@ def _overrides(value: str | None) -> dict[str, str]:
     return dict(p.split("=") for p in pairs)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.norms``: normalised weight norms of every run, stored and plotted."""
-    return cli.main(COMMAND, argv)
-
-
 def _add_arguments(p) -> None:
     p.add_argument(
         "--weights",
@@ -270,24 +265,22 @@ def _command(runs: list[Run], context: cli.Context) -> None:
 
     overrides = _overrides(context.args.weights)
     computed = analyse(runs, weights=overrides, on_error=context.failures.add, log=print)
-    norms = context.save(computed)["weight_norm"]
+    results = context.save(computed)
+    norms = results["weight_norm"]
     fig = context.figure(plots.weight_norm_curves(norms), "weight_norm")
-    cli.layer_table(
+    context.summary(
         "normalised weight norm (sums to 1 over each run's layers)",
-        [str(r) for r in norms[RUN].values],
-        [str(v) for v in norms[LAYER].values],
+        results,
+        norms,
         lambda run, i: f"{float(norms.sel({RUN: run})[i]):.4f}",
+        [fig],
     )
-    print(f"\n→ {context.store} (weight_norm), {fig}")
 
 
-COMMAND = cli.Command(
-    "norms",
-    "Normalised squared Frobenius norm of each hidden layer's weights.",
-    _command,
-    _add_arguments,
-    stimuli=False,
-)
+_DESCRIPTION = "Normalised squared Frobenius norm of each hidden layer's weights."
+COMMAND = cli.Command("norms", _DESCRIPTION, _command, _add_arguments, stimuli=False)
+#: ``python -m repsim.norms``: normalised weight norms of every run, stored and plotted.
+main = COMMAND.main
 
 
 if __name__ == "__main__":

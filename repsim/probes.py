@@ -36,7 +36,7 @@ import torch
 from repsim import cli
 from repsim._classifier_probe import classifier_probe
 from repsim._regressor_probe import regressor_probe
-from repsim.names import LAYER, RUN, SG_LAYERS, SPLIT, SPLITS
+from repsim.names import RUN, SG_LAYERS, SPLIT, SPLITS
 from repsim.runs import Run, sg_marks
 
 if TYPE_CHECKING:
@@ -61,22 +61,18 @@ def analyse(
 ) -> xr.Dataset:
     """Classifier and regressor probes of every layer of every run.
 
+    Parameters ``runs``, ``device``, ``cache`` and ``extraction`` are those of every
+    runs-level analysis (:mod:`repsim.runs`); the cache keeps
+    ``probes-train.zarr`` and ``probes-test.zarr``.
+
     Parameters
     ----------
-    runs
-        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
     train_stimuli, test_stimuli
         ``<dataset>:<split>:<n|all>`` that the probes are fitted on and tested on;
         ``{dataset}`` stands for the runs' dataset, which must then be the same for all.
         Each selection is loaded once.
     C, alpha
         As for :func:`classifier_probe` and :func:`regressor_probe`.
-    cache
-        A directory to keep the activations in (``probes-train.zarr``,
-        ``probes-test.zarr``; up-to-date runs are reused); None extracts them in memory.
-    extraction
-        Other keywords of :func:`repsim.extract.extract_runs` (``batch_size``, ``force``,
-        ``progress``, ``on_error``, ``log``).
 
     Returns
     -------
@@ -127,11 +123,6 @@ def analyse(
 # ------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted."""
-    return cli.main(COMMAND, argv)
-
-
 def _add_arguments(p) -> None:
     p.add_argument(
         "--train-stimuli",
@@ -164,9 +155,7 @@ def _command(runs: list[Run], context: cli.Context) -> None:
         test_stimuli=args.test_stimuli,
         C=args.C,
         alpha=args.alpha,
-        device=args.device,
-        cache=context.base,
-        **context.extraction(),
+        **context.analysis(),
     )
     results = context.save(computed)
     accuracy, mse = results["probe_accuracy"], results["probe_mse"]
@@ -176,25 +165,22 @@ def _command(runs: list[Run], context: cli.Context) -> None:
         a = float(accuracy.sel({RUN: run, SPLIT: "test"})[i])
         return f"{a:.3f} / {float(mse.sel({RUN: run, SPLIT: 'test'})[i]):.4f}"
 
-    cli.layer_table(
+    context.summary(
         f"held-out probe accuracy / MSE (fitted on {accuracy.attrs['train_stimuli']}, tested on {accuracy.attrs['test_stimuli']})",
-        [str(r) for r in accuracy[RUN].values],
-        [str(v) for v in accuracy[LAYER].values],
+        results,
+        accuracy,
         cell,
+        [fig],
         width=16,
     )
-    print(f"\n→ {context.store} (probe_accuracy, probe_mse), {fig}")
 
 
 #: ``--stimuli`` is not among its options: the probes' stimuli are ``--train-stimuli``
 #: and ``--test-stimuli``.
-COMMAND = cli.Command(
-    "probes",
-    "Linear classifier and regressor probes per layer.",
-    _command,
-    _add_arguments,
-    stimuli=False,
-)
+_DESCRIPTION = "Linear classifier and regressor probes per layer."
+COMMAND = cli.Command("probes", _DESCRIPTION, _command, _add_arguments, stimuli=False)
+#: ``python -m repsim.probes``: classifier and regressor probes of every run, stored and plotted.
+main = COMMAND.main
 
 
 if __name__ == "__main__":

@@ -363,19 +363,15 @@ def analyse(
 ) -> xr.Dataset:
     """RDMs and their diagonal L2 to the last layer, for every run.
 
+    Parameters ``runs``, ``device``, ``cache`` and ``extraction`` are those of every
+    runs-level analysis (:mod:`repsim.runs`); the cache keeps
+    ``activations.zarr``.
+
     Parameters
     ----------
-    runs
-        :class:`repsim.runs.Run` objects (:func:`repsim.runs.discover`, ...).
     stimuli
         ``<dataset>:<split>:<n|all>`` (``{dataset}``: the run's own); default the paper's
         400 test points of each run's dataset. Every run must get the same stimuli.
-    cache
-        A directory to keep the activations in (``activations.zarr``; up-to-date runs are
-        reused); None extracts them in memory.
-    extraction
-        Other keywords of :func:`repsim.extract.extract_runs` (``batch_size``, ``force``,
-        ``progress``, ``on_error``, ``log``).
 
     Returns
     -------
@@ -413,11 +409,6 @@ def analyse(
     return xr.Dataset({"rdm": rdms, "diag_l2": distances})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted."""
-    return cli.main(COMMAND, argv)
-
-
 def _add_arguments(p) -> None:
     p.add_argument("--metric", default="correlation", choices=METRICS)
 
@@ -432,9 +423,7 @@ def _command(runs: list[Run], context: cli.Context) -> None:
             runs,
             stimuli=args.stimuli,
             metric=args.metric,
-            device=args.device,
-            cache=context.base,
-            **context.extraction(),
+            **context.analysis(),
         )
     for w in caught:
         print(f"note: {w.message}", file=sys.stderr)
@@ -444,21 +433,19 @@ def _command(runs: list[Run], context: cli.Context) -> None:
         context.figure(plots.rdm_grid(rdms), "rdm"),
         context.figure(plots.diag_l2_curves(distances), "diag_l2"),
     ]
-    cli.layer_table(
+    context.summary(
         f"diagonal L2 to the last layer ({args.metric} RDMs over {rdms.sizes[STIMULUS]} stimuli)",
-        [str(r) for r in distances[RUN].values],
-        [str(v) for v in distances[LAYER].values],
+        results,
+        distances,
         lambda run, i: f"{float(distances.sel({RUN: run}).values[i]):.2f}",
+        figs,
     )
-    print(f"\n→ {context.store} (rdm, diag_l2), {', '.join(map(str, figs))}")
 
 
-COMMAND = cli.Command(
-    "rdm",
-    "RDMs per layer and their diagonal-block L2 distance to the last layer.",
-    _command,
-    _add_arguments,
-)
+_DESCRIPTION = "RDMs per layer and their diagonal-block L2 distance to the last layer."
+COMMAND = cli.Command("rdm", _DESCRIPTION, _command, _add_arguments)
+#: ``python -m repsim.rdm``: RDMs and diagonal L2 of every run, stored and plotted.
+main = COMMAND.main
 
 
 if __name__ == "__main__":

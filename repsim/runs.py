@@ -10,6 +10,25 @@ and pass them to extraction and to every analysis: none of them reads a checkpoi
     rdms = rdm.analyse(nets)                   # Dataset: rdm, diag_l2 (run, layer, ...)
     fits = probes.analyse(nets)                # probe_accuracy, probe_mse (run, layer, split)
     weights = norms.analyse(nets)              # weight_norm (run, layer)
+
+Every analysis has one runs-level function,
+``<analysis>.analyse(runs, *, <its own options>, device="auto", cache=None, **extraction)``,
+returning an :class:`xarray.Dataset` with dims ``(run, layer, …)``:
+
+runs
+    :class:`Run` objects (:func:`discover`, :func:`from_model`).
+device
+    ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+cache
+    A directory to keep the activations in (up-to-date runs are reused); None extracts
+    them in memory.
+extraction
+    Other keywords of :func:`repsim.extract.extract_runs` (``batch_size``, ``force``,
+    ``progress``, ``on_error``: called ``on_error(run, err)`` for a run that fails, which
+    is then left out; ``log``).
+
+An analysis that extracts nothing (:func:`repsim.norms.analyse`) takes only the keywords
+it uses.
 """
 
 from __future__ import annotations
