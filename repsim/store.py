@@ -22,7 +22,6 @@ process; later opens only compare ``stat``), and a missing, truncated or altered
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from repsim import _atomic
+from repsim import _atomic, _manifest
+from repsim._manifest import DamagedStoreError
 from repsim.names import EPOCH, INDEX, LABEL, LAYER, RUN, STIMULUS, UNIT
 
 __all__ = [
@@ -91,92 +91,6 @@ def check_run_name(run: str) -> str:
     return run
 
 
-class DamagedStoreError(ValueError):
-    """A file of a store is missing, or is not what its writer wrote; recompute with ``force``."""
-
-    def __str__(self) -> str:
-        return f"{self.args[0]}; recompute it (force=True, or --force on the command line)"
-
-
-_MANIFEST = "manifest"
-#: (device, inode) of a node's directory → (size, mtime, inode) of each file, when its hashes
-#: matched (or were just written): renaming a node keeps its inode, rewriting a file does not.
-_VERIFIED: dict[tuple[int, int], dict[str, tuple[int, int, int]]] = {}
-
-
-def _stat(file: Path) -> tuple[int, int, int]:
-    st = file.stat()
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
-def _key(node: Path) -> tuple[int, int]:
-    st = node.stat()
-    return st.st_dev, st.st_ino
-
-
-def _sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _write_manifest(node: Path) -> None:
-    """Record every file under ``node`` (except its own ``zarr.json``) in its attributes."""
-    import zarr
-
-    files = sorted(p for p in node.rglob("*") if p.is_file() and p != node / "zarr.json")
-    manifest = {p.relative_to(node).as_posix(): [p.stat().st_size, _sha256(p)] for p in files}
-    zarr.open_group(str(node), mode="r+", zarr_format=3).attrs[_MANIFEST] = manifest
-    _VERIFIED[_key(node)] = {rel: _stat(node / rel) for rel in manifest}
-
-
-def _describe(rel: str, what: str) -> str:
-    """``block2/activations/c/0/0`` → ``layer 'block2', array 'activations', chunk c/0/0``."""
-    kinds = ("layer", "array") if what == "run" else ("array",)
-    parts = rel.split("/")
-    names, rest = parts[: len(kinds)], parts[len(kinds) :]
-    if not rest:
-        return f"file {rel!r}"
-    tail = ("chunk " if rest[0] == "c" else "metadata ") + "/".join(rest)
-    return ", ".join(f"{k} {v!r}" for k, v in zip(kinds, names, strict=True)) + f", {tail}"
-
-
-def _verify(node: Path, where: str, what: str) -> None:
-    """Check every file in ``node``'s manifest: present, same size, same SHA-256."""
-    try:
-        attrs = json.loads((node / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError) as err:
-        raise DamagedStoreError(
-            f"{where}: its metadata {node / 'zarr.json'} is unreadable ({err})"
-        ) from err
-    manifest = attrs.get(_MANIFEST)
-    if not isinstance(manifest, dict):
-        raise DamagedStoreError(
-            f"{where} has no manifest of its files (written by an older repsim or by hand), "
-            "so it cannot be verified"
-        )
-    stats: dict[str, tuple[int, int, int]] = {}
-    for rel, (size, _) in manifest.items():
-        try:
-            stats[rel] = _stat(node / rel)
-        except OSError:
-            raise DamagedStoreError(f"{where}: {_describe(rel, what)} is missing") from None
-        if stats[rel][0] != size:
-            raise DamagedStoreError(
-                f"{where}: {_describe(rel, what)} has {stats[rel][0]} bytes, its writer wrote {size}"
-            )
-    if _VERIFIED.get(_key(node)) == stats:
-        return
-    for rel, (_, digest) in manifest.items():
-        if _sha256(node / rel) != digest:
-            raise DamagedStoreError(
-                f"{where}: {_describe(rel, what)} is corrupt (its content is not what was written)"
-            )
-    _VERIFIED[_key(node)] = stats
-
-
 def verify_run(store: str | os.PathLike, run: str) -> None:
     """Check that a run of an activations store holds every file its writer wrote, intact.
 
@@ -185,17 +99,7 @@ def verify_run(store: str | os.PathLike, run: str) -> None:
     DamagedStoreError
         Naming the run, layer, array and chunk that is missing or altered.
     """
-    _verify(Path(store) / run, f"activations store {store}, run {run!r}", "run")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    _manifest.verify(Path(store) / run, f"activations store {store}, run {run!r}", "run")
 
 
 def _clean_stale(store: Path) -> None:
@@ -317,7 +221,7 @@ class RunWriter:
                 "nonfinite_layers": [x for x in self.layers if x in self.nonfinite],
             }
         )
-        _write_manifest(self.tmp)
+        _manifest.write_manifest(self.tmp)
         _ensure_groups(self.store, self.run)
         dest = self.store / self.run
         _atomic.swap(self.tmp, dest, self.tmp, self.store.name)
@@ -400,7 +304,7 @@ def open_activations(
     for run in found:
         if verify:
             verify_run(path, run)
-        tree[run].attrs.pop(_MANIFEST, None)
+        tree[run].attrs.pop(_manifest.MANIFEST, None)
     tree.attrs["runs"] = found
     return tree
 
@@ -443,7 +347,7 @@ def write_result(
             if ds[c].dtype.kind == "U":
                 ds = ds.assign_coords({c: ds[c].astype(object)})
         ds.to_zarr(tmp / name, mode="w", zarr_format=3, consolidated=False)
-        _write_manifest(tmp / name)
+        _manifest.write_manifest(tmp / name)
         _atomic.swap(tmp / name, path / name, tmp, path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -479,7 +383,7 @@ def open_results(path: str | os.PathLike, *, verify: bool = True):
     groups = [group for group in sorted(path.iterdir()) if (group / "zarr.json").is_file()]
     if verify:
         for group in groups:
-            _verify(group, f"results store {path}, result {group.name!r}", "result")
+            _manifest.verify(group, f"results store {path}, result {group.name!r}", "result")
     parts = [xr.open_zarr(group, zarr_format=3, consolidated=False, chunks={}) for group in groups]
     merged = (
         xr.merge(parts, join="outer", compat="override", combine_attrs="drop")
