@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from repsim import _record, checkpoints, cli, datasets
+from repsim import _record, checkpoints, cli, datasets, weights
 from repsim._record import layer_names
 from repsim.names import INDEX, LABEL, STIMULUS, UNIT
 from repsim.runs import NothingAnalysed, Run, attempt
@@ -184,7 +184,7 @@ def extract_to_zarr(
         **dict(provenance or {}),
         "layers_requested": list(layers),
         "n_stimuli": n,
-        "weights_sha256": weights_sha256 or checkpoints.weights_sha256(model),
+        "weights_sha256": weights_sha256 or weights.weights_sha256(model),
         "stimuli_sha256": _stimuli_sha256(inputs, n, labels, indices, batch_size),
         "store_format": STORE_FORMAT,
         "versions": _versions(),

@@ -41,7 +41,7 @@ from typing import TypeVar
 
 import torch
 
-from repsim import checkpoints
+from repsim import checkpoints, weights
 
 __all__ = [
     "DEFAULT_STIMULI",
@@ -193,7 +193,7 @@ def from_model(
         dataset=dataset,
         metrics={},
         factory=f"{type(model).__module__}:{type(model).__qualname__}",
-        weights_sha256=checkpoints.weights_sha256(model),
+        weights_sha256=weights.weights_sha256(model),
         meta={},
     )
     return Run(name, model, info)

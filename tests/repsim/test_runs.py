@@ -6,7 +6,7 @@ import pytest
 import torch
 import xarray as xr
 
-from repsim import checkpoints, datasets, norms, probes, rdm, report, runs, store
+from repsim import checkpoints, datasets, norms, probes, rdm, report, runs, store, weights
 from repsim.extract import extract
 from repsim.names import LAYER, RUN, SG_LAYERS, SPLIT
 from tests.repsim.test_report import _checkpoint
@@ -30,7 +30,7 @@ def test_a_report_loads_and_hashes_each_checkpoint_once(tmp_path, monkeypatch):
     for seed, name in enumerate(("bp", "dfa", "sg-full", "sg-single")):
         _checkpoint(tmp_path / name, seed, sg_layers=[2] if name.startswith("sg") else ())
     loads = _counting(monkeypatch, checkpoints, "load")
-    hashes = _counting(monkeypatch, checkpoints, "weights_sha256")
+    hashes = _counting(monkeypatch, weights, "weights_sha256")
     argv = [str(tmp_path), "--quiet", "--stimuli", STIMULI, "--test-stimuli", STIMULI]
     assert report.main(argv) == 0
     assert sorted(p.name for p in loads) == ["bp", "dfa", "sg-full", "sg-single"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from repsim import checkpoints
+from repsim import checkpoints, loading
 from repsim.extract import main as extract_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_bad_model_specs_are_one_line_errors(tmp_path, capsys, spec, match):
 
 def test_kwargs_from_a_file_must_be_json_values(tmp_path):
     with pytest.raises(ValueError, match=r"model kwargs width are not JSON values"):
-        checkpoints._build("training.model:MLP", {"width": object()}, trust=False, from_file=True)
+        loading._build("training.model:MLP", {"width": object()}, trust=False, from_file=True)
 
 
 # ------------------------------------------------------------------- build on meta first
