@@ -458,7 +458,7 @@ def main() -> None:
         f"batch size {cfg['batch_size']}; {cfg['epochs']} epochs "
         f"({cfg['epochs'] * (60000 // cfg['batch_size']):,} steps), and "
         f"{epochs[first['sg-full']] if 'sg-full' in first else '—'} for `sg-full` (the "
-        "preset's only per-run setting; see below); weight decay "
+        "preset's only per-run setting, `RUN_OVERRIDES` in `training/sweep.py`); weight decay "
         f'{cfg["weight_decay"]:g} as an L2 term on the Linear weights (the paper: "a small L2 '
         "penalty\", size not stated); PyTorch's default initialisation; `sg-single`'s SG after "
         f'layer {sg_at.get("sg-single", ["—"])[0]} ("between layers 11 and 12").',
