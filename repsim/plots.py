@@ -10,7 +10,14 @@ import numpy as np
 
 from repsim.names import LABEL, LAYER, RUN, SG_LAYERS, SPLIT
 
-__all__ = ["diag_l2_curves", "learning_curves", "probe_curves", "rdm_grid", "weight_norm_curves"]
+__all__ = [
+    "compare_grid",
+    "diag_l2_curves",
+    "learning_curves",
+    "probe_curves",
+    "rdm_grid",
+    "weight_norm_curves",
+]
 
 
 def _pyplot():
@@ -298,4 +305,120 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
             ax.set_xlabel("step")
             sns.despine(ax=ax)
     fig.tight_layout()
+    return fig
+
+
+def _by_rule(da, ref_dims=("run", "run_")):
+    """Mean of ``da`` over pairs of runs of each pair of rules (a run never with itself)."""
+    from repsim.compare.inference import seed_summary
+
+    return seed_summary(da)["mean"]
+
+
+def compare_grid(
+    results, slug: str, *, reference: str | None = None, max_rules: int = 5, size: float = 2.3
+):
+    """Layer × layer heat maps of one measure for each pair of learning rules (seeds
+    averaged, a run never paired with itself), the best-matching layer drawn on each, and
+    a panel of each rule's similarity to ``reference`` layer by layer, with bootstrap
+    bands (``similarity_<slug>_ci``) and the untrained baseline (``_init``) when present.
+
+    Parameters
+    ----------
+    results
+        A Dataset with ``similarity_<slug> (run, layer, run_, layer_)``
+        (:func:`repsim.compare.analyse`).
+    reference
+        A rule or run (default: the first).
+    """
+    import seaborn as sns
+
+    from repsim.compare.inference import rule_of
+
+    plt = _pyplot()
+    sim = results[f"similarity_{slug}"]
+    distance = sim.attrs.get("kind") == "distance"
+    mean = _by_rule(sim)
+    rules = [str(r) for r in mean["rule"].values][:max_rules]
+    reference = rule_of(reference) if reference else rules[0]
+    k = len(rules)
+    fig = plt.figure(figsize=(size * k + 1.2 + 5.0, max(size * k, 3.6)), layout="constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[size * k + 1.2, 5.0])
+    grid = left.add_gridspec(k, k)
+    heatmaps = []
+    vmin, vmax = (0.0, float(np.nanmax(mean.values)) if distance else 1.0)
+    if not distance:
+        vmin = min(0.0, float(np.nanmin(mean.values)))
+    image = None
+    for i, ra in enumerate(rules):
+        for j, rb in enumerate(rules):
+            ax = left.add_subplot(grid[i, j])
+            heatmaps.append(ax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == k - 1:
+                ax.set_xlabel(f"{rb} layer", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"{ra} layer", fontsize=8)
+            block = mean.sel(rule=ra, rule_=rb).transpose(LAYER, f"{LAYER}_").values
+            if np.isnan(block).all():
+                ax.text(
+                    0.5,
+                    0.5,
+                    "one run:\nno pair",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    transform=ax.transAxes,
+                )
+                continue
+            image = ax.imshow(
+                block, vmin=vmin, vmax=vmax, cmap="magma_r" if distance else "magma", origin="upper"
+            )
+            filled = np.where(np.isnan(block), np.inf if distance else -np.inf, block)
+            best = (np.argmin if distance else np.argmax)(filled, axis=1)
+            ax.plot(best, np.arange(len(best)), color="cyan", lw=1, marker=".", ms=2)
+    if image is not None:
+        left.colorbar(image, ax=heatmaps, shrink=0.8, label=sim.attrs.get("measure", slug))
+    ax = right.subplots()
+    layers = [str(v) for v in sim[LAYER].values]
+    xs = np.arange(1, len(layers) + 1)
+    colors = sns.color_palette("colorblind", len(rules))
+    same_layer = {LAYER: layers, f"{LAYER}_": layers}
+    diag = lambda da: np.array([float(da.sel({LAYER: name, f"{LAYER}_": name})) for name in layers])  # noqa: E731
+    ci = results.get(f"similarity_{slug}_ci")
+    init = results.get(f"similarity_{slug}_init")
+    for color, rule in zip(colors, rules, strict=True):
+        if rule == reference and mean.sel(rule=rule, rule_=reference).isnull().all():
+            continue
+        y = diag(mean.sel(rule=rule, rule_=reference).sel(same_layer))
+        ax.plot(xs, y, color=color, marker="o", ms=3, label=f"{rule} vs {reference}")
+        if ci is not None:
+            pairs = [
+                (a, b)
+                for a in ci[RUN].values
+                for b in ci[f"{RUN}_"].values
+                if rule_of(str(a)) == rule and rule_of(str(b)) == reference and a != b
+            ]
+            if pairs:
+                lo = np.mean(
+                    [diag(ci.sel({RUN: a, f"{RUN}_": b}).isel(quantile=0)) for a, b in pairs], 0
+                )
+                hi = np.mean(
+                    [diag(ci.sel({RUN: a, f"{RUN}_": b}).isel(quantile=1)) for a, b in pairs], 0
+                )
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.25, lw=0)
+    if init is not None:
+        base = _by_rule(init)
+        y = np.nanmean([diag(base.sel(rule=r, rule_=reference)) for r in rules], 0)
+        ax.plot(xs, y, color="grey", ls="--", lw=1, label="untrained networks")
+    ax.set_xticks(xs, layers, rotation=90, fontsize=7)
+    ax.set_xlabel(f"{LAYER} (same layer in both)")
+    ax.set_ylabel(sim.attrs.get("measure", slug))
+    ax.legend(frameon=False, fontsize=7)
+    sns.despine(ax=ax)
+    fig.suptitle(
+        f"{sim.attrs.get('measure', slug)}: layer × layer (seeds averaged; cyan: best match)",
+        fontsize=10,
+    )
     return fig

@@ -51,6 +51,7 @@ __all__ = [
     "discover",
     "from_model",
     "sg_marks",
+    "untrained",
 ]
 
 #: The paper's stimuli (400 test points, 40 per class) of the run's own dataset.
@@ -197,6 +198,47 @@ def from_model(
         meta={},
     )
     return Run(name, model, info)
+
+
+def untrained(run: Run, seed: int) -> Run:
+    """The same architecture at initialisation: a copy of ``run``'s network whose every
+    module with ``reset_parameters()`` was reset under ``torch.manual_seed(seed)``
+    (BatchNorm's running statistics too). Named like ``run``; the baseline a similarity
+    score is read against, since similarity rises with width and depth alone.
+
+    A parameter that no ``reset_parameters()`` resets (one a custom module owns) would keep
+    its trained value: that is an error naming it.
+    """
+    import copy
+
+    model = copy.deepcopy(run.model)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    reset: set[str] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for prefix, module in model.named_modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                reset |= {
+                    f"{prefix}.{n}".lstrip(".") for n, _ in module.named_parameters(recurse=False)
+                }
+            if callable(getattr(module, "reset_running_stats", None)):
+                module.reset_running_stats()
+    kept = [k for k in before if k not in reset]
+    if kept:
+        raise ValueError(
+            f"{run.name}: no reset_parameters() re-initialises {', '.join(kept[:3])}"
+            + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+            + "; an untrained baseline of this model cannot be built (give its modules a reset_parameters())"
+        )
+    model.eval()
+    info = dataclasses.replace(
+        run.info,
+        path=Path(f"<{run.name} at initialisation, seed {seed}>"),
+        weights_sha256=weights.weights_sha256(model),
+        metrics={},
+    )
+    return Run(run.name, model, info)
 
 
 def sg_marks(runs: Sequence[Run]) -> dict[str, list[str]]:

@@ -1,0 +1,5 @@
+import sys
+
+from repsim.compare.analysis import main
+
+sys.exit(main())
