@@ -146,34 +146,36 @@ def _normalise(inner: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor) -> t
     return inner / torch.where(denom > 0, denom, torch.nan)
 
 
-def linear_cka_blocked(
-    xa: list[torch.Tensor], xb: list[torch.Tensor], unbiased: bool, budget: int
-) -> torch.Tensor:
-    """Linear CKA of every layer of ``xa`` against every layer of ``xb`` (each ``(n, d_k)``,
-    widths may differ) without holding all ``n × n`` Grams: the centred Grams are built
-    ``r`` rows at a time, and their inner products accumulated in float64."""
-    both = [center_features(x.to(torch.float32)) for x in (*xa, *xb)]
-    n = both[0].shape[0]
-    m = len(both)
-    diag = [(x * x).sum(-1).to(torch.float64) for x in both]
+def linear_cka_blocked(xs: list[torch.Tensor], unbiased: bool, budget: int) -> torch.Tensor:
+    """Linear CKA of every pair of layers ``xs`` (each ``(n, d_k)``, widths may differ),
+    ``(m, m)``, without holding all ``n × n`` Grams: the centred (or U-centred) Grams are
+    built ``r`` rows at a time into one buffer, and their inner products accumulated.
+
+    Centred features make the Gram double-centred, and its column sums ``-K_jj`` once the
+    diagonal is zeroed, so U-centring needs only the diagonal.
+    """
+    both = [center_features(x.to(torch.float32)) for x in xs]
+    n, m = both[0].shape[0], len(both)
     means = []
-    for dg in diag:  # U-centring from the diagonal: centred features make column sums -K_jj
-        mu = -dg / (n - 2)
-        means.append(mu - mu.sum() / (2 * (n - 1)))
+    for x in both:
+        mu = -(x * x).sum(-1).to(torch.float64) / (n - 2)
+        means.append((mu - mu.sum() / (2 * (n - 1))).to(torch.float32))
     rows = max(1, min(n, budget // max(1, 4 * m * n)))
+    buf = torch.empty(m, rows * n, dtype=torch.float32, device=both[0].device)
     inner = torch.zeros(m, m, dtype=torch.float64, device=both[0].device)
     for s in range(0, n, rows):
-        block = []
-        for x, mu in zip(both, means, strict=True):
-            g = (x[s : s + rows] @ x.T).to(torch.float64)
+        r = min(rows, n - s)
+        for t, (x, mu) in enumerate(zip(both, means, strict=True)):
+            g = buf[t, : r * n].view(r, n)
+            torch.mm(x[s : s + r], x.T, out=g)
             if unbiased:
-                g = g - mu[s : s + rows, None] - mu[None, :]
-                g[torch.arange(len(g)), torch.arange(s, s + len(g))] = 0.0
-            block.append(g.flatten())
-        f = torch.stack(block)
-        inner += f @ f.T
+                g -= mu[s : s + r, None]
+                g -= mu[None, :]
+                g.diagonal(offset=s).zero_()
+        f = buf[:, : r * n]
+        inner += (f @ f.T).to(torch.float64)
     sq = torch.diagonal(inner)
-    return _normalise(inner, sq, sq)[: len(xa), len(xa) :]
+    return _normalise(inner, sq, sq)
 
 
 def linear_cka_features(xa: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,7 @@ def analyse(
     permutations: int = 0,
     baseline: bool = True,
     ci: float = 0.95,
+    keep_samples: bool = False,
     seed: int = 0,
     device: str | torch.device = "auto",
     cache: str | os.PathLike | None = None,
@@ -80,10 +81,16 @@ def analyse(
         A :data:`repsim.compare.MEASURES` name: ``cka`` (unbiased linear CKA),
         ``rsa:spearman``, ``shape:procrustes``, ...
     bootstrap
-        Number of bootstrap resamples of the stimuli (0: none). Adds the samples
-        ``similarity_<m>_resample``, their percentile interval ``similarity_<m>_ci``
-        (``quantile``, …) and the diagonal L2's interval ``diag_l2_ci (quantile, run,
-        layer)`` from the same draws.
+        Number of bootstrap resamples of the stimuli (0: none). Adds the percentile
+        interval ``similarity_<m>_ci`` (``quantile``, …) and the diagonal L2's,
+        ``diag_l2_ci (quantile, run, layer)``, from the same draws.
+    ci
+        The intervals' coverage (0.95: the 2.5 and 97.5 percentiles).
+    keep_samples
+        Also return the bootstrap samples, ``similarity_<m>_resample (resample, run,
+        layer, run_, layer_)``, from which the interval of any difference between two
+        scores follows (:func:`repsim.compare.interval`); 4 bytes per resample and pair
+        of layers (12 runs × 20 layers, 1000 resamples: 230 MB).
     permutations
         Number of stimulus permutations for the null (0: none): ``similarity_<m>_p``.
     baseline
@@ -115,7 +122,9 @@ def analyse(
         )
         ci_da = inference.interval(samples, ci).rename(f"{sim.name}_ci")
         l2 = inference.bootstrap_diag_l2(rdm(acts, device=device), n=bootstrap, seed=seed)
-        parts += [samples, ci_da, inference.interval(l2, ci).rename("diag_l2_ci")]
+        parts += [ci_da, inference.interval(l2, ci).rename("diag_l2_ci")]
+        if keep_samples:
+            parts.append(samples)
     if permutations:
         parts.append(
             inference.permutation_test(
@@ -205,6 +214,7 @@ def _command(runs: list[Run], context: cli.Context) -> None:
             bootstrap=args.bootstrap,
             permutations=args.permutations,
             baseline=args.baseline,
+            keep_samples=args.keep_samples,
             seed=args.seed,
             **context.analysis(),
         )

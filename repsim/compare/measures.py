@@ -336,9 +336,10 @@ def pairwise(m: Measure, a: Stack, b: Stack, device: torch.device) -> torch.Tens
     if m.family == "cka" and m.method == "linear":  # the n × n Grams are never all held
         from repsim.batching import BATCH_BYTES
 
-        xa = [x.to(device) for x in a.tensors]
-        xb = [x.to(device) for x in b.tensors]
-        out = _kernels.linear_cka_blocked(xa, xb, m.unbiased, BATCH_BYTES).clamp(-1.0, 1.0)
+        xs = [x.to(device) for x in (a.tensors if b is a else [*a.tensors, *b.tensors])]
+        out = _kernels.linear_cka_blocked(xs, m.unbiased, BATCH_BYTES).clamp(-1.0, 1.0)
+        if b is not a:
+            out = out[: len(a.tensors), len(a.tensors) :]
     else:
         mats_a = stimulus_matrices(m, a, device)
         mats_b = mats_a if b is a else stimulus_matrices(m, b, device)
