@@ -36,6 +36,8 @@ from repsim.rdm import diag_l2, rdm
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["bp", "sg-single", "sg-full", "dfa"]
+#: Markers of the section that analyses/compare_report.py writes (kept across rewrites).
+COMPARE_START, COMPARE_END = "<!-- compare:start -->", "<!-- compare:end -->"
 
 #: Fixed before looking at any analysis of the paper-preset networks.
 DEFINITIONS = {
@@ -541,7 +543,14 @@ def main() -> None:
         f"({figs['weight_norm']})",
         "",
     ]
-    (args.out / "REPORT.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    old = args.out / "REPORT.md"
+    if old.is_file() and COMPARE_START in (previous_text := old.read_text()):
+        # the section analyses/compare_report.py writes: kept as it was
+        start = previous_text.index(COMPARE_START)
+        end = previous_text.index(COMPARE_END, start) + len(COMPARE_END)
+        text = text.rstrip("\n") + "\n\n" + previous_text[start:end] + "\n"
+    old.write_text(text)
     numbers = {
         "final": last, "epochs": epochs, "wall_time_s": wall, "trains": trains,
         "nearly_constant_from": settle, "weight_norm_spearman": r_all,

@@ -120,18 +120,21 @@ def linear_gram(x: torch.Tensor) -> torch.Tensor:
 def center_gram(k: torch.Tensor, unbiased: bool) -> torch.Tensor:
     """``H K H`` (biased HSIC), or the U-centred Gram (unbiased HSIC, Song et al. 2012):
     zero diagonal, ``K̃_ij − K̃_i·/(n−2) − K̃_·j/(n−2) + K̃_··/((n−1)(n−2))``, whose
-    inner products are ``n (n − 3)`` times the unbiased HSIC."""
-    k = k.to(torch.float64)
+    inner products are ``n (n − 3)`` times the unbiased HSIC. float64 stays float64;
+    anything else is done in float32."""
+    if k.dtype != torch.float64:
+        k = k.to(torch.float32)
     n = k.shape[-1]
     if not unbiased:
         k = k - k.mean(dim=-1, keepdim=True)
-        return k - k.mean(dim=-2, keepdim=True)
-    eye = torch.eye(n, dtype=torch.bool, device=k.device)
-    k = k.masked_fill(eye, 0.0)
+        return k.sub_(k.mean(dim=-2, keepdim=True))
+    k = k.clone()  # one copy; the rest in place
+    k.diagonal(dim1=-2, dim2=-1).zero_()
     means = k.sum(dim=-2) / (n - 2)
-    means = means - means.sum(dim=-1, keepdim=True) / (2 * (n - 1))
-    k = k - means[..., :, None] - means[..., None, :]
-    return k.masked_fill(eye, 0.0)
+    means -= means.sum(dim=-1, keepdim=True) / (2 * (n - 1))
+    k.sub_(means[..., :, None]).sub_(means[..., None, :])
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    return k
 
 
 def cka_from_grams(ka: torch.Tensor, kb: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,7 @@ def analyse(
     attrs = {
         "runs": done,
         "measure": m.name,
-        "stimuli": ", ".join(sorted({acts[r].attrs["stimuli"] for r in done})),
+        "stimuli": ", ".join(sorted({acts[r].attrs.get("stimuli", "") for r in done} - {""})),
         SG_LAYERS: {k: v for k, v in sg_marks(runs).items() if k in done},
     }
     for name in out.data_vars:

@@ -18,6 +18,7 @@ from repsim.compare.measures import (
     Measure,
     Stack,
     measure,
+    resample,
     score,
     stack,
     stimulus_matrices,
@@ -85,22 +86,17 @@ def bootstrap(
     dev = resolve_device(device)
     mats_a = stimulus_matrices(m, sa, dev)
     mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
-    square = m.family != "shape"
     rng = np.random.default_rng(seed)
     samples = np.empty((n, len(sa.keys), len(sb.keys)), np.float32)
     with _progress(n, f"bootstrap {m.name}", progress) as bar:
         for k in range(n):
             idx = torch.as_tensor(rng.integers(0, sa.n, sa.n), device=dev)
             keep = (idx[:, None] != idx[None, :]) if m.family == "rsa" else None
-            ra = _resampled(mats_a, idx, square)
-            rb = ra if mats_b is mats_a else _resampled(mats_b, idx, square)
+            ra = resample(mats_a, idx)
+            rb = ra if mats_b is mats_a else resample(mats_b, idx)
             samples[k] = score(m, ra, rb, keep).cpu().numpy()
             bar.update()
     return _samples(m, sa, sb, samples, RESAMPLE, "bootstrap over stimuli", seed)
-
-
-def _resampled(mats, idx, square: bool):
-    return [x[idx][:, idx] if square else x[idx] for x in mats]
 
 
 def _samples(m: Measure, sa: Stack, sb: Stack, samples: np.ndarray, dim: str, how: str, seed: int):
@@ -146,14 +142,20 @@ def permutation_test(
     dev = resolve_device(device)
     mats_a = stimulus_matrices(m, sa, dev)
     mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
-    square = m.family != "shape"
     observed = score(m, mats_a, mats_b).cpu().numpy()
+    null_score = lambda perm: score(m, mats_a, resample(mats_b, perm))  # noqa: E731
+    if m.family == "cka":  # centring commutes with permuting: centre once
+        from repsim.compare._kernels import center_gram, cka_from_grams
+
+        ka = center_gram(mats_a, m.unbiased)
+        kb = ka if mats_b is mats_a else center_gram(mats_b, m.unbiased)
+        null_score = lambda perm: cka_from_grams(ka, resample(kb, perm))  # noqa: E731
     rng = np.random.default_rng(seed)
     hits = np.zeros_like(observed)
     with _progress(n, f"permutations {m.name}", progress) as bar:
         for _ in range(n):
             perm = torch.as_tensor(rng.permutation(sa.n), device=dev)
-            null = score(m, mats_a, _resampled(mats_b, perm, square)).cpu().numpy()
+            null = null_score(perm).cpu().numpy()
             hits += (null <= observed) if m.distance else (null >= observed)
             bar.update()
     p = (1 + hits) / (1 + n)
@@ -196,12 +198,12 @@ def best_match(
     mats_a = stimulus_matrices(m, sa, dev)
     mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
     halves = _halves(sa, seed)
-    square = m.family != "shape"
     full = to_dataarray(m, sa, sb, score(m, mats_a, mats_b).cpu().numpy())
     parts = []
     for h in halves:
         idx = torch.as_tensor(h, device=dev)
-        ra, rb = _resampled(mats_a, idx, square), _resampled(mats_b, idx, square)
+        ra = resample(mats_a, idx)
+        rb = ra if mats_b is mats_a else resample(mats_b, idx)
         parts.append(to_dataarray(m, sa, sb, score(m, ra, rb).cpu().numpy()))
     layer_ = f"{LAYER}_"
     pick = _argbest(m, full, layer_)

@@ -259,9 +259,12 @@ def _check_pair(a: Stack, b: Stack) -> None:
 # ----------------------------------------------------------------------- measures
 
 
-def stimulus_matrices(m: Measure, s: Stack, device: torch.device) -> list[torch.Tensor]:
-    """What a measure needs of each layer, indexed by stimulus on every axis it has: the RDM
-    (``rsa``), the uncentred Gram (``cka``), or the activations (``shape``)."""
+def stimulus_matrices(
+    m: Measure, s: Stack, device: torch.device
+) -> torch.Tensor | list[torch.Tensor]:
+    """What a measure needs of each layer, indexed by stimulus on every axis it has: the RDMs
+    (``rsa``) or the uncentred Grams (``cka``), stacked ``(m, n, n)``; or the activations
+    (``shape``), a list (widths differ)."""
     from repsim.rdm import _rdm
 
     out = []
@@ -272,32 +275,37 @@ def stimulus_matrices(m: Measure, s: Stack, device: torch.device) -> list[torch.
         elif m.family == "cka" and m.method == "rbf":
             out.append(_kernels.rbf_gram(x[None], m.param)[0])
         elif m.family == "cka":
-            out.append(_kernels.linear_gram(x[None].to(torch.float64))[0])
+            out.append(_kernels.linear_gram(x[None])[0])  # float32: the bootstrap's bulk
         else:
             out.append(x.to(torch.float64))
-    return out
+    return out if m.family == "shape" else torch.stack(out)
 
 
-def resample(mats: list[torch.Tensor], idx: torch.Tensor, square: bool) -> list[torch.Tensor]:
-    """The stimulus matrices of the stimuli ``idx`` (rows, and columns when ``square``)."""
-    return [x[idx][:, idx] if square else x[idx] for x in mats]
+def resample(
+    mats: torch.Tensor | list[torch.Tensor], idx: torch.Tensor
+) -> torch.Tensor | list[torch.Tensor]:
+    """The stimulus matrices (:func:`stimulus_matrices`) of the stimuli ``idx``."""
+    if isinstance(mats, torch.Tensor):
+        return mats.index_select(1, idx).index_select(2, idx)
+    return [x[idx] for x in mats]
 
 
 def score(
     m: Measure,
-    mats_a: list[torch.Tensor],
-    mats_b: list[torch.Tensor],
+    mats_a: torch.Tensor | list[torch.Tensor],
+    mats_b: torch.Tensor | list[torch.Tensor],
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ``(m_a, m_b)`` scores from :func:`stimulus_matrices` (possibly resampled);
     ``keep`` masks RDM entries out of RSA (the pairs of a stimulus drawn twice)."""
+    same = mats_b is mats_a
     if m.family == "rsa":
-        va = _kernels.upper(torch.stack(mats_a), keep)
-        vb = _kernels.upper(torch.stack(mats_b), keep)
+        va = _kernels.upper(mats_a, keep)
+        vb = va if same else _kernels.upper(mats_b, keep)
         return _kernels.rsa(va, vb, m.method)
     if m.family == "cka":
-        ka = _kernels.center_gram(torch.stack(mats_a), m.unbiased)
-        kb = _kernels.center_gram(torch.stack(mats_b), m.unbiased)
+        ka = _kernels.center_gram(mats_a, m.unbiased)
+        kb = ka if same else _kernels.center_gram(mats_b, m.unbiased)
         return _kernels.cka_from_grams(ka, kb).clamp(-1.0, 1.0)
     pa = [_kernels.reduce(_kernels.whiten(x, m.param)) for x in mats_a]
     pb = [_kernels.reduce(_kernels.whiten(x, m.param)) for x in mats_b]

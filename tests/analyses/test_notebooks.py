@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 NOTEBOOKS = {
     # name: (parameters overriding the notebook's, figures it must draw)
-    "layer_decomposition.ipynb": ({"preset": "quick", "epochs": 2, "seeds": [0]}, 5),
+    "layer_decomposition.ipynb": ({"preset": "quick", "epochs": 2, "seeds": [0]}, 7),
     "depth_and_activation.ipynb": ({"depths": [2, 3], "width": 32, "epochs": 2}, 1),
     "external_checkpoint.ipynb": ({"epochs": 1}, 4),
 }
