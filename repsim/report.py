@@ -3,12 +3,14 @@
     python -m repsim.report ckpt/
 
 loads each checkpoint once and runs on it :func:`repsim.rdm.analyse` (RDMs, diagonal L2),
-:func:`repsim.probes.analyse` (linear classifier and regressor probes) and
-:func:`repsim.norms.analyse` (normalised weight norms), all into ``ckpt/results.zarr``; it
-draws their figures from what that store holds, and the learning curves from each run's
+:func:`repsim.probes.analyse` (linear classifier and regressor probes),
+:func:`repsim.norms.analyse` (normalised weight norms) and :func:`repsim.compare.analyse`
+(every layer against every other, unbiased linear CKA by default), all into
+``ckpt/results.zarr``; it draws their figures from what that store holds, and the learning curves from each run's
 ``history.csv``, into ``ckpt/figures/``. Each step reuses the activations that are up to
 date. ``--stimuli`` and ``--metric`` are the RDMs' options, ``--train-stimuli``,
-``--test-stimuli``, ``--C`` and ``--alpha`` the probes', ``--weights`` the norms'.
+``--test-stimuli``, ``--C`` and ``--alpha`` the probes', ``--weights`` the norms',
+``--measure``, ``--bootstrap``, ``--permutations`` and ``--reference`` the comparison's.
 
 A run that cannot be analysed (an unreadable checkpoint, NaN weights, a damaged store)
 does not stop the others: the report goes on, lists what failed and why at the end, and
@@ -20,13 +22,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from repsim import cli, norms, probes, rdm
+from repsim import cli, compare, norms, probes, rdm
 from repsim.names import RUN
 from repsim.runs import Run
 
 __all__ = ["main"]
 
-_STEPS = (rdm.COMMAND, probes.COMMAND, norms.COMMAND)
+_STEPS = (rdm.COMMAND, probes.COMMAND, norms.COMMAND, compare.COMMAND)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -168,6 +168,11 @@ def _add_arguments(p) -> None:
         "--bootstrap", type=int, default=0, help="bootstrap resamples of the stimuli (e.g. 1000)"
     )
     p.add_argument(
+        "--keep-samples",
+        action="store_true",
+        help="store the bootstrap samples too (for intervals of differences between scores)",
+    )
+    p.add_argument(
         "--permutations", type=int, default=0, help="permutations for the null (e.g. 1000)"
     )
     p.add_argument(

@@ -37,6 +37,7 @@ def test_the_report_runs_every_analysis_and_draws_every_figure(tmp_path, capsys)
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "diagonal L2" in out and "probe accuracy" in out and "normalised weight norm" in out
+    assert "cka:linear: best-matching layer of bp" in out
     results = store.open_results(tmp_path / "results.zarr")
     assert set(results.data_vars) == {
         "rdm",
@@ -44,7 +45,15 @@ def test_the_report_runs_every_analysis_and_draws_every_figure(tmp_path, capsys)
         "probe_accuracy",
         "probe_mse",
         "weight_norm",
+        "similarity_cka_linear",
+        "similarity_cka_linear_init",
+        "best_layer_cka_linear",
+        "best_score_cka_linear",
     }
+    sim = results["similarity_cka_linear"]
+    assert sim.dims == ("run", "layer", "run_", "layer_")
+    for run in ("bp", "sg"):  # every layer is itself, through the whole pipeline
+        np.testing.assert_allclose(np.diag(sim.sel(run=run, run_=run).values), 1.0, atol=1e-6)
     assert results["probe_accuracy"].dims == ("run", "layer", "split")
     assert results["probe_mse"].sizes == {"run": 2, "layer": 3, "split": 2}
     assert results["weight_norm"].dims == ("run", "layer")
@@ -56,7 +65,14 @@ def test_the_report_runs_every_analysis_and_draws_every_figure(tmp_path, capsys)
     )
     assert results["probe_accuracy"].attrs["train_stimuli"] == "mnist-5k:train:all"
     assert results["rdm"].attrs["metric"] == "correlation"
-    for name in ("rdm", "diag_l2", "probes", "weight_norm", "learning_curves"):
+    for name in (
+        "rdm",
+        "diag_l2",
+        "probes",
+        "weight_norm",
+        "learning_curves",
+        "compare_cka_linear",
+    ):
         png = (tmp_path / "figures" / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000, name
 
