@@ -107,7 +107,11 @@ def rbf_gram(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = x.to(torch.float64)
     sq = (x * x).sum(-1)
     d2 = (sq[:, :, None] + sq[:, None, :] - 2 * x @ x.transpose(-1, -2)).clamp_min(0)
-    median = d2.flatten(1).median(dim=1).values
+    flat = d2.flatten(1)
+    k = flat.shape[1]  # numpy's median: the mean of the two middle values when k is even
+    lower = flat.kthvalue((k + 1) // 2, dim=1).values
+    upper = flat.kthvalue(k // 2 + 1, dim=1).values
+    median = (lower + upper) / 2
     return torch.exp(-d2 / (2 * sigma**2 * median.clamp_min(1e-300))[:, None, None])
 
 
@@ -213,6 +217,8 @@ def whiten(x: torch.Tensor, alpha: float, tol: float = 1e-7) -> torch.Tensor:
 def reduce(x: torch.Tensor) -> torch.Tensor:
     """``U S`` of ``x``'s thin SVD (``n × min(n, d)``): the same nuclear norms of ``xᵀy``,
     in fewer dims."""
+    if not torch.isfinite(x).all():  # a dead layer (NaN after whitening): left NaN
+        return x
     u, s, _ = torch.linalg.svd(x, full_matrices=False)
     return u * s
 
@@ -224,6 +230,10 @@ def shape_angles(pa: list[torch.Tensor], pb: list[torch.Tensor]) -> torch.Tensor
     out = torch.empty(len(pa), len(pb), dtype=torch.float64, device=pa[0].device)
     for i, a in enumerate(pa):
         for j, b in enumerate(pb):
-            nuclear = torch.linalg.svdvals(a.T @ b).sum()
+            product = a.T @ b
+            if not torch.isfinite(product).all():
+                out[i, j] = torch.nan
+                continue
+            nuclear = torch.linalg.svdvals(product).sum()
             out[i, j] = torch.arccos(nuclear.clamp(-1.0, 1.0))
     return out

@@ -17,6 +17,7 @@ import torch
 from repsim.compare.measures import (
     Measure,
     Stack,
+    blank,
     measure,
     resample,
     score,
@@ -94,7 +95,7 @@ def bootstrap(
             keep = (idx[:, None] != idx[None, :]) if m.family == "rsa" else None
             ra = resample(mats_a, idx)
             rb = ra if mats_b is mats_a else resample(mats_b, idx)
-            samples[k] = score(m, ra, rb, keep).cpu().numpy()
+            samples[k] = blank(score(m, ra, rb, keep), sa, sb).cpu().numpy()
             bar.update()
     return _samples(m, sa, sb, samples, RESAMPLE, "bootstrap over stimuli", seed)
 
@@ -142,7 +143,7 @@ def permutation_test(
     dev = resolve_device(device)
     mats_a = stimulus_matrices(m, sa, dev)
     mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
-    observed = score(m, mats_a, mats_b).cpu().numpy()
+    observed = blank(score(m, mats_a, mats_b), sa, sb).cpu().numpy()
     null_score = lambda perm: score(m, mats_a, resample(mats_b, perm))  # noqa: E731
     if m.family == "cka":  # centring commutes with permuting: centre once
         from repsim.compare._kernels import center_gram, cka_from_grams
@@ -198,13 +199,13 @@ def best_match(
     mats_a = stimulus_matrices(m, sa, dev)
     mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
     halves = _halves(sa, seed)
-    full = to_dataarray(m, sa, sb, score(m, mats_a, mats_b).cpu().numpy())
+    full = to_dataarray(m, sa, sb, blank(score(m, mats_a, mats_b), sa, sb).cpu().numpy())
     parts = []
     for h in halves:
         idx = torch.as_tensor(h, device=dev)
         ra = resample(mats_a, idx)
         rb = ra if mats_b is mats_a else resample(mats_b, idx)
-        parts.append(to_dataarray(m, sa, sb, score(m, ra, rb).cpu().numpy()))
+        parts.append(to_dataarray(m, sa, sb, blank(score(m, ra, rb), sa, sb).cpu().numpy()))
     layer_ = f"{LAYER}_"
     pick = _argbest(m, full, layer_)
     chosen = [_argbest(m, p, layer_) for p in parts]

@@ -5,9 +5,10 @@ Three families, each a name as ``--measure`` takes it (``family:variant``):
 =====================  ===========  ==========================================  =========================================
 measure                range        invariant to                                 not invariant to
 =====================  ===========  ==========================================  =========================================
-``rsa:corr``           [−1, 1]      anything that keeps each layer's RDM         (a monotone change of the dissimilarities)
-                                    (orthogonal maps, isotropic scale,
-                                    unit permutation, adding a constant)
+``rsa:corr``           [−1, 1]      anything that keeps each layer's RDM:        a general orthogonal map of the units
+                                    unit permutation, isotropic scale, adding    (the correlation RDM centres each
+                                    a constant to every unit, rotations that     stimulus over its units); a monotone
+                                    keep the all-ones direction                  change of the dissimilarities
 ``rsa:spearman``       [−1, 1]      as ``corr``, and any monotone change of the
                                     dissimilarities
 ``rsa:tau-a``          [−1, 1]      as ``spearman`` (ties count as neither
@@ -26,7 +27,8 @@ measure                range        invariant to                                
  (distance)                         permutation, a shift
 ``shape:cca``          [0, π/2]     any invertible linear map (needs more
  (distance)                         stimuli than units)
-``shape:<α>``          [0, π/2]     between the two (0 < α < 1)
+``shape:<α>``          [0, π/2]     orthogonal maps, unit permutation, a shift   isotropic scale (the partial whitening
+ (0 < α < 1)                                                                     mixes the identity with C^-1/2)
 =====================  ===========  ==========================================  =========================================
 
 RSA compares the layers' RDMs (1 − Pearson correlation between stimuli, as
@@ -41,8 +43,10 @@ unbiased score can dip slightly below 0 (or above 1 by rounding); scores are cli
 whiten with ``α`` (as netrep's ``LinearMetric``), scale to unit norm, and take the angle
 left after the best rotation — a true metric (symmetric, 0 on itself, triangle inequality).
 
-A layer whose activations (or RDM) are constant has no defined score: its row and column
-are NaN and a warning names it. Non-finite activations are an error.
+A layer whose activations are the same for every stimulus (a dead layer) has no defined
+score under any measure: its row and column are NaN and a warning names it (so are those of
+a layer whose RDM is constant, under ``rsa:corr`` and ``rsa:spearman``; ``tau-a``,
+``rho-a`` and ``cosine`` score it as rsatoolbox does). Non-finite activations are an error.
 """
 
 from __future__ import annotations
@@ -185,6 +189,11 @@ class Stack:
     def n(self) -> int:
         return int(self.tensors[0].shape[0])
 
+    @property
+    def constant(self) -> np.ndarray:
+        """Per layer: True when every stimulus gets the same activations (a dead layer)."""
+        return np.array([bool((x == x[:1]).all()) for x in self.tensors])
+
     def where(self, i: int) -> str:
         return ", ".join(f"{d} {k!r}" for d, k in zip(self.dims, self.keys[i], strict=True))
 
@@ -213,11 +222,12 @@ def stack(acts: Any, what: str = "activations") -> Stack:
     elif isinstance(acts, xr.DataArray) and STIMULUS in acts.dims and UNIT in acts.dims:
         acts = acts.transpose(..., STIMULUS, UNIT)
         dims = tuple(acts.dims[:-2])
-        flat = acts.stack(_item=dims) if dims else acts.expand_dims(_item=[()])
-        keys = [k if isinstance(k, tuple) else (k,) for k in flat["_item"].values.tolist()]
-        if not dims:
-            keys = [()]
-        arrays = [flat.isel(_item=i) for i in range(flat.sizes["_item"])]
+        if dims:
+            flat = acts.stack(_item=dims)
+            keys = [k if isinstance(k, tuple) else (k,) for k in flat["_item"].values.tolist()]
+            arrays = [flat.isel(_item=i) for i in range(flat.sizes["_item"])]
+        else:  # one layer
+            keys, arrays = [()], [acts]
     else:
         raise ValueError(
             f"{what}: expected an activations tree (repsim.extract) or a DataArray with dims "
@@ -325,13 +335,22 @@ def _check_shape(m: Measure, s: Stack) -> None:
             )
 
 
+def blank(scores: torch.Tensor, a: Stack, b: Stack) -> torch.Tensor:
+    """``scores`` with NaN in the rows and columns of constant layers (no score is defined
+    for a layer that responds the same to every stimulus, whatever a formula would give)."""
+    scores = scores.clone()
+    scores[torch.as_tensor(a.constant, device=scores.device)] = torch.nan
+    scores[:, torch.as_tensor(b.constant, device=scores.device)] = torch.nan
+    return scores
+
+
 def _warn_degenerate(m: Measure, s: Stack, scores: torch.Tensor, axis: int) -> None:
     bad = torch.isnan(scores).all(dim=1 - axis).cpu().numpy()
     if bad.any():
         names = "; ".join(s.where(i) for i in np.flatnonzero(bad))
         warnings.warn(
-            f"{m.name} is undefined for {names}: its activations (or RDM) are constant "
-            "over the stimuli, so its scores are NaN",
+            f"{m.name} is undefined for {names}: its activations are the same for every "
+            "stimulus (or its RDM is constant), so its scores are NaN",
             stacklevel=4,
         )
 
@@ -352,6 +371,7 @@ def pairwise(m: Measure, a: Stack, b: Stack, device: torch.device) -> torch.Tens
         mats_a = stimulus_matrices(m, a, device)
         mats_b = mats_a if b is a else stimulus_matrices(m, b, device)
         out = score(m, mats_a, mats_b)
+    out = blank(out, a, b)
     _warn_degenerate(m, a, out, 0)
     if b is not a:
         _warn_degenerate(m, b, out, 1)
@@ -375,7 +395,7 @@ def to_dataarray(
     ca, cb = a.coords(), b.coords()
     values = np.asarray(values)
     shape = [*values.shape[:-2], *(len(v) for v in ca.values()), *(len(v) for v in cb.values())]
-    out = np.full(shape, np.nan, dtype=np.float64 if values.dtype == np.float64 else np.float32)
+    out = np.full(shape, np.nan, dtype=np.float32 if lead else np.float64)
     ia = [np.array([ca[d].index(k[t]) for k in a.keys])[:, None] for t, d in enumerate(a.dims)]
     ib = [np.array([cb[d].index(k[t]) for k in b.keys])[None, :] for t, d in enumerate(b.dims)]
     if not a.dims:
