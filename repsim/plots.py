@@ -308,11 +308,19 @@ def sg_quality_curves(quality, *, measures: Sequence[str] = ("sg_cosine", "sg_re
     return fig
 
 
-def _by_rule(da, ref_dims=("run", "run_")):
-    """Mean of ``da`` over pairs of runs of each pair of rules (a run never with itself)."""
-    from repsim.compare.inference import seed_summary
+def _by_rule(da):
+    """Mean of ``da`` over pairs of runs of each pair of rules, a run never with itself —
+    except a rule of one run, whose block is that run against itself."""
+    from repsim.compare.inference import rule_of, seed_summary
 
-    return seed_summary(da)["mean"]
+    summary = seed_summary(da)
+    mean = summary["mean"].copy()
+    for rule in mean["rule"].values:
+        if int(summary["pairs"].sel(rule=rule, rule_=rule)) == 0:
+            run = next(str(r) for r in da[RUN].values if rule_of(str(r)) == rule)
+            own = da.sel({RUN: run, f"{RUN}_": run}).transpose(LAYER, f"{LAYER}_")
+            mean.loc[{"rule": rule, "rule_": rule}] = own.values
+    return mean
 
 
 def compare_grid(
@@ -333,7 +341,7 @@ def compare_grid(
     """
     import seaborn as sns
 
-    from repsim.compare.inference import rule_of
+    from repsim.compare.inference import rule_of, seed_summary
 
     plt = _pyplot()
     sim = results[f"similarity_{slug}"]
@@ -362,15 +370,6 @@ def compare_grid(
                 ax.set_ylabel(f"{ra} layer", fontsize=8)
             block = mean.sel(rule=ra, rule_=rb).transpose(LAYER, f"{LAYER}_").values
             if np.isnan(block).all():
-                ax.text(
-                    0.5,
-                    0.5,
-                    "one run:\nno pair",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    transform=ax.transAxes,
-                )
                 continue
             image = ax.imshow(
                 block, vmin=vmin, vmax=vmax, cmap="magma_r" if distance else "magma", origin="upper"
@@ -389,7 +388,8 @@ def compare_grid(
     ci = results.get(f"similarity_{slug}_ci")
     init = results.get(f"similarity_{slug}_init")
     for color, rule in zip(colors, rules, strict=True):
-        if rule == reference and mean.sel(rule=rule, rule_=reference).isnull().all():
+        alone = not int(seed_summary(sim)["pairs"].sel(rule=rule, rule_=rule))
+        if rule == reference and alone:  # the reference with itself only when it has seeds
             continue
         y = diag(mean.sel(rule=rule, rule_=reference).sel(same_layer))
         ax.plot(xs, y, color=color, marker="o", ms=3, label=f"{rule} vs {reference}")
@@ -409,16 +409,24 @@ def compare_grid(
                 )
                 ax.fill_between(xs, lo, hi, color=color, alpha=0.25, lw=0)
     if init is not None:
-        base = _by_rule(init)
-        y = np.nanmean([diag(base.sel(rule=r, rule_=reference)) for r in rules], 0)
-        ax.plot(xs, y, color="grey", ls="--", lw=1, label="untrained networks")
+        base = seed_summary(init)["mean"]  # different untrained networks only
+        values = np.array([diag(base.sel(rule=r, rule_=reference)) for r in rules])
+        finite = np.isfinite(values)
+        if finite.any():  # the mean over the pairs that have one, without empty-slice warnings
+            count = finite.sum(0)
+            y = np.where(
+                count > 0, np.where(finite, values, 0).sum(0) / np.maximum(count, 1), np.nan
+            )
+            ax.plot(xs, y, color="grey", ls="--", lw=1, label="untrained networks")
     ax.set_xticks(xs, layers, rotation=90, fontsize=7)
     ax.set_xlabel(f"{LAYER} (same layer in both)")
     ax.set_ylabel(sim.attrs.get("measure", slug))
-    ax.legend(frameon=False, fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize=7)
     sns.despine(ax=ax)
     fig.suptitle(
-        f"{sim.attrs.get('measure', slug)}: layer × layer (seeds averaged; cyan: best match)",
+        f"{sim.attrs.get('measure', slug)}: layer × layer (seeds averaged, "
+        "a run with itself only for a rule of one run; cyan: best match)",
         fontsize=10,
     )
     return fig

@@ -27,17 +27,18 @@ def rank_rows(v: torch.Tensor) -> torch.Tensor:
     """Ranks (1-based) of each row's entries, ties given their average rank, as
     ``scipy.stats.rankdata(method="average")``."""
     m, p = v.shape
-    order = torch.argsort(v, dim=1, stable=True)
-    ordered = torch.gather(v, 1, order)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = torch.cumsum(starts, dim=1) - 1  # tie group of each sorted entry
+    ordered, order = torch.sort(v, dim=1, stable=True)
     position = torch.arange(1, p + 1, dtype=torch.float64, device=v.device).expand(m, p)
-    mean = torch.zeros(m, p, dtype=torch.float64, device=v.device)
-    mean = mean.scatter_reduce(1, group, position, reduce="mean", include_self=False)
+    ties = ordered[:, 1:] == ordered[:, :-1]
+    if bool(ties.any()):  # average each tie group's positions (rare for float RDMs)
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[:, 1:] = ~ties
+        group = torch.cumsum(starts, dim=1) - 1
+        mean = torch.zeros(m, p, dtype=torch.float64, device=v.device)
+        mean = mean.scatter_reduce(1, group, position, reduce="mean", include_self=False)
+        position = torch.gather(mean, 1, group)
     ranks = torch.empty(m, p, dtype=torch.float64, device=v.device)
-    ranks.scatter_(1, order, torch.gather(mean, 1, group))
-    return ranks
+    return ranks.scatter_(1, order, position)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

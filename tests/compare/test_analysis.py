@@ -278,3 +278,38 @@ def test_the_reference_run_is_bp_else_the_first_or_the_one_named():
     assert _reference(["dfa", "sg/seed-1"], "sg/seed-1") == "sg/seed-1"
     with pytest.raises(ValueError, match=r"--reference 'fa' is not a run \(dfa, sg/seed-1\)"):
         _reference(["dfa", "sg/seed-1"], "fa")
+
+
+class External(torch.nn.Module):
+    """A network trained elsewhere, known only from a weights file and --model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(784, 12)
+        self.fc2 = torch.nn.Linear(12, 6)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_the_command_on_an_external_safetensors_file(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    net = External()
+    save_file(net.state_dict(), tmp_path / "ext.safetensors")
+    argv = [str(tmp_path / "ext.safetensors"), "--model", "tests.compare.test_analysis:External",
+            "--layers", "fc1,fc2", "--stimuli", "mnist-5k:test:30", "--measure",
+            "cka:linear-biased", "--no-baseline", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert compare.main(argv) == 0
+    assert "cka:linear-biased" in capsys.readouterr().out
+    sim = store.open_results(tmp_path / "results.zarr")["similarity_cka_linear_biased"]
+    assert sim.dims == ("run", "layer", "run_", "layer_")
+    with torch.no_grad():  # Kornblith et al.'s feature-space form on a manual forward pass
+        h1 = net.fc1(datasets.select("mnist-5k:test:30").inputs).double().numpy()
+        h2 = net.fc2(torch.relu(torch.as_tensor(h1, dtype=torch.float32))).double().numpy()
+    a, b = h1 - h1.mean(0), h2 - h2.mean(0)
+    want = np.linalg.norm(b.T @ a) ** 2 / (np.linalg.norm(a.T @ a) * np.linalg.norm(b.T @ b))
+    got = float(sim.sel(run="ext", layer="fc1", run_="ext", layer_="fc2"))
+    assert got == pytest.approx(want, abs=1e-5)
+    assert (tmp_path / "figures" / "compare_cka_linear_biased.png").read_bytes()[:4] == b"\x89PNG"
