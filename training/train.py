@@ -53,14 +53,19 @@ def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple
 
 
 def make_optimizer(cfg: TrainConfig, model: MLP, rule: nn.Module) -> torch.optim.Optimizer:
-    """Adam; L2 penalty (coupled, i.e. added to the gradient) on the Linear weights only."""
+    """Adam; L2 penalty (coupled, i.e. added to the gradient) on the Linear weights only;
+    the rule's own modules (synthetic gradients) at ``cfg.sg_lr`` when it is set."""
     decay = [lin.weight for lin in model.linears]
     ids = {id(p) for p in decay}
-    rest = [p for p in model.parameters() if id(p) not in ids] + list(rule.parameters())
+    rest = [p for p in model.parameters() if id(p) not in ids]
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": rest, "weight_decay": 0.0},
     ]
+    if cfg.sg_lr:
+        groups.append({"params": list(rule.parameters()), "weight_decay": 0.0, "lr": cfg.sg_lr})
+    else:
+        groups[1]["params"] += list(rule.parameters())
     # the fused kernel is 3× faster than foreach on CPU for the paper net
     return torch.optim.Adam(groups, lr=cfg.lr, fused=True)
 

@@ -230,6 +230,37 @@ def test_paper_preset_is_the_papers_setting():
     assert sweep.configs("paper", ["sg-full"], [0], epochs=3)["sg-full"].epochs == 3
 
 
+def test_sg_lr_gives_the_sg_modules_their_own_rate_and_0_is_the_networks():
+    cfg = TrainConfig(method="sg", sg_layers="all", depth=3, width=8, lr=1e-3)
+    model, rule = build(cfg)
+    one = make_optimizer(cfg, model, rule)
+    assert {g["lr"] for g in one.param_groups} == {1e-3}
+    own = make_optimizer(dataclasses.replace(cfg, sg_lr=1e-2), model, rule)
+    sg = {id(p) for p in rule.parameters()}
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in own.param_groups if g["lr"] == 1e-2}
+    assert by_lr == {1e-2: sg} and len(sg) > 0
+    every = [id(p) for g in own.param_groups for p in g["params"]]
+    assert sorted(every) == sorted([id(p) for p in model.parameters()] + list(sg))
+    with pytest.raises(ValueError, match="sg_lr must be a positive number, or 0"):
+        TrainConfig(sg_lr=-1.0)
+
+
+def test_sg_lr_equal_to_lr_trains_exactly_as_without_it(tmp_path):
+    base = TrainConfig(method="sg", sg_layers="all", depth=2, width=16, epochs=1, batch_size=256)
+    _, plain = train(base, tmp_path / "plain", device="cpu", progress=False)
+    _, same = train(
+        dataclasses.replace(base, sg_lr=base.lr), tmp_path / "same", device="cpu", progress=False
+    )
+    assert [r["train_loss"] for r in plain] == [r["train_loss"] for r in same]
+    _, fast = train(
+        dataclasses.replace(base, sg_lr=10 * base.lr),
+        tmp_path / "fast",
+        device="cpu",
+        progress=False,
+    )
+    assert [r["train_loss"] for r in fast] != [r["train_loss"] for r in plain]
+
+
 def test_paper_sweep_without_mnist_fails_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REPSIM_DATA", str(tmp_path / "nowhere"))
