@@ -69,10 +69,13 @@ def bootstrap(
     """Bootstrap samples of :func:`repsim.compare.compare`: stimuli drawn with replacement,
     the same draws for every layer and run.
 
-    For RSA, pairs of a stimulus with its own copy are left out of the RDM comparison
-    (their dissimilarity is 0 in every layer, which would inflate the scores), as
-    rsatoolbox's bootstrap does. CKA's Gram matrices (and the RBF bandwidth) are those of
-    all stimuli, resampled; shape metrics re-whiten each sample (slow: an SVD per pair).
+    Pairs of a stimulus with its own copy are left out — of the RDM comparison (RSA; their
+    dissimilarity is 0 in every layer), as rsatoolbox's bootstrap does, and of the centred
+    Gram matrices (CKA), as the diagonal is. Kept, they inflate the scores: on two
+    independent ReLU layers over 400 stimuli, unbiased linear CKA 0.007, the bootstrap
+    median is 0.129 with the copies and 0.008 without (biased: 0.129, 0.223 and 0.131).
+    CKA's Gram matrices (and the RBF bandwidth) are those of all stimuli, resampled; shape
+    metrics re-whiten each sample (slow: an SVD per pair), copies included.
 
     Returns
     -------
@@ -92,7 +95,7 @@ def bootstrap(
     with _progress(n, f"bootstrap {m.name}", progress) as bar:
         for k in range(n):
             idx = torch.as_tensor(rng.integers(0, sa.n, sa.n), device=dev)
-            keep = (idx[:, None] != idx[None, :]) if m.family == "rsa" else None
+            keep = (idx[:, None] != idx[None, :]) if m.family != "shape" else None
             ra = resample(mats_a, idx)
             rb = ra if mats_b is mats_a else resample(mats_b, idx)
             samples[k] = blank(score(m, ra, rb, keep), sa, sb).cpu().numpy()

@@ -307,7 +307,8 @@ def score(
     keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The ``(m_a, m_b)`` scores from :func:`stimulus_matrices` (possibly resampled);
-    ``keep`` masks RDM entries out of RSA (the pairs of a stimulus drawn twice)."""
+    ``keep`` (``(n, n)`` bool) leaves out the other entries: for a bootstrap sample, the
+    pairs of a stimulus with its own copy, from the RDMs (RSA) or the centred Grams (CKA)."""
     same = mats_b is mats_a
     if m.family == "rsa":
         va = _kernels.upper(mats_a, keep)
@@ -316,6 +317,11 @@ def score(
     if m.family == "cka":
         ka = _kernels.center_gram(mats_a, m.unbiased)
         kb = ka if same else _kernels.center_gram(mats_b, m.unbiased)
+        if keep is not None:  # a stimulus and its copy: left out, as the diagonal is
+            n = ka.shape[-1]
+            drop = ~keep & ~torch.eye(n, dtype=torch.bool, device=ka.device)
+            ka = ka.masked_fill(drop, 0.0)
+            kb = ka if same else kb.masked_fill(drop, 0.0)
         return _kernels.cka_from_grams(ka, kb).clamp(-1.0, 1.0)
     pa = [_kernels.reduce(_kernels.whiten(x, m.param)) for x in mats_a]
     pb = [_kernels.reduce(_kernels.whiten(x, m.param)) for x in mats_b]
