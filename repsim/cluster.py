@@ -267,10 +267,14 @@ def map_runs(
         Every run failed (each was given to ``on_error``).
     ValueError
         The runs' parts disagree on what must be common (stimuli, options).
+    PermissionError
+        A worker cannot see or write ``options["cache"]`` (:func:`check_shared`).
     """
     from repsim.runs import NothingAnalysed
 
     distributed = _distributed()
+    if options.get("cache") is not None:  # the workers write the activations stores there
+        options["cache"] = check_shared(client, options["cache"])
     scattered = {} if scattered is None else scattered
     missing = [run for run in runs if run.name not in scattered]
     if missing:
