@@ -18,7 +18,7 @@ distributed = pytest.importorskip("distributed")
 OPTIONS = ["--quiet", "--stimuli", "mnist-5k:test:40", "--train-stimuli", "mnist-5k:train:400"]
 
 
-def _checkpoints(root):
+def _checkpoints(root, history=True):
     from training.model import MLP
 
     for seed, name in enumerate(("bp", "dfa/seed-0", "dfa/seed-1")):
@@ -30,7 +30,7 @@ def _checkpoints(root):
              "layers": model.layer_names, "dataset": "mnist-5k",
              "method": {"name": "dfa" if seed else "bp", "sg_layers": []}},
             model.state_dict(),
-            history=[{"epoch": 1, "train_accuracy": 0.5, "test_accuracy": 0.4}],
+            history=[{"epoch": 1, "train_accuracy": 0.5, "test_accuracy": 0.4}] if history else None,
         )  # fmt: skip
     return root
 
@@ -115,3 +115,41 @@ def test_parts_are_combined_as_one_analysis_of_every_run_or_refused():
         cluster._combine([_part("r1", [0, 1]), _part("r2", [1, 2])])
     with pytest.raises(ValueError, match="run 'r2' has metric 'n', run 'r1' 'm'"):
         cluster._combine([_part("r1", [0, 1], metric="m"), _part("r2", [0, 1], metric="n")])
+
+
+def test_report_raises_when_no_step_could_run(tmp_path, capsys):
+    ckpt = _checkpoints(tmp_path / "ckpt", history=False)  # no learning curves either
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(RuntimeError, match=r"no step of python -m repsim\.report could run"):
+        report.report(ckpt, out=tmp_path / "file" / "out", quiet=True)
+    assert "Not a directory" in capsys.readouterr().err
+
+
+def test_a_cluster_without_workers_or_of_no_workers_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="a cluster needs at least 1 worker, got 0"):
+        cluster.connect(workers=0).__enter__()
+    with (
+        distributed.LocalCluster(n_workers=0, dashboard_address=":0") as empty,
+        distributed.Client(empty) as client,
+        pytest.raises(ValueError, match="the Dask cluster has no workers: start some with"),
+    ):
+        cluster.check_shared(client, tmp_path)
+
+
+def test_tasks_share_the_gpus_round_robin_and_use_the_workers_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what dask's nanny gives each worker
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        assert cluster.prepare_task("auto", 5) == (f"cuda:{5 % gpus}" if gpus else "cpu")
+        assert torch.get_num_threads() == 1
+        assert cluster.prepare_task("cpu", 5) == "cpu"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+        assert [cluster.prepare_task("auto", i) for i in range(6)] == [
+            "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"
+        ]  # fmt: skip
+        assert cluster.prepare_task("cuda", 6) == "cuda:2"
+        assert cluster.prepare_task("cuda:3", 0) == "cuda:3"  # a device named is used as given
+    finally:
+        torch.set_num_threads(before)
