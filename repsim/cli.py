@@ -37,6 +37,8 @@ __all__ = [
     "layer_table",
     "main",
     "parser",
+    "run",
+    "store_path",
 ]
 
 #: Bad input that a command reports in one line (exit status 2) instead of a traceback.
@@ -206,7 +208,7 @@ def out_dir(args: argparse.Namespace) -> Path:
     return out.parent if out.suffix == ".zarr" else out
 
 
-def _zarr_out(args: argparse.Namespace, default: str) -> Path:
+def store_path(args: argparse.Namespace, default: str) -> Path:
     """``--out`` when it names a ``.zarr`` store, else ``default`` in :func:`out_dir`."""
     base = out_dir(args)
     return (
@@ -229,6 +231,10 @@ class Context:
     #: The store the command writes: ``results.zarr`` (``activations.zarr`` for
     #: ``repsim.extract``), or ``--out`` when it names a ``.zarr`` store.
     store: Path
+    #: A ``dask.distributed.Client``: :meth:`map` then runs each run's part as a task.
+    client: Any = None
+    #: Run name → its network, sent once to the cluster (:func:`repsim.cluster.map_runs`).
+    _remote: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def base(self) -> Path:
@@ -250,6 +256,15 @@ class Context:
         """Keywords of every runs-level ``analyse`` (:mod:`repsim.runs`) from the arguments:
         ``device``, the output directory as ``cache``, and :meth:`extraction`'s."""
         return {"device": self.args.device, "cache": self.base, **self.extraction()}
+
+    def map(self, analyse: Callable[..., Any], runs: list[Run], **options: Any) -> Any:
+        """``analyse(runs, **options)``, a runs-level analysis (:mod:`repsim.runs`): here, or
+        with each run's part a task on :attr:`client`'s cluster (the same Dataset)."""
+        if self.client is None:
+            return analyse(runs, **options)
+        from repsim import cluster
+
+        return cluster.map_runs(self.client, analyse, runs, scattered=self._remote, **options)
 
     def save(self, results: Any) -> Any:
         """Write each variable of ``results`` to the results store and read them back:
@@ -321,13 +336,29 @@ def main(
     args = p.parse_args(argv)
     failures = Failures(p.prog, argv, args.debug)
     try:
-        context = Context(args, failures, _zarr_out(args, store))  # refuses --out naming a file
-        runs = load_runs(args, failures)
-        if not runs:
-            raise NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
-        code = command.run(runs, context)
+        return run(command, args, failures, store=store)
     except ERRORS as err:
         return failures.fail(err)
+
+
+def run(
+    command: Command,
+    args: argparse.Namespace,
+    failures: Failures,
+    *,
+    store: str = "results.zarr",
+    client: Any = None,
+) -> int:
+    """Load the runs ``args`` names once and run ``command`` on them (on ``client``'s Dask
+    cluster when given); the exit status. A command that cannot run at all raises one of
+    :data:`ERRORS`."""
+    context = Context(
+        args, failures, store_path(args, store), client
+    )  # refuses --out naming a file
+    runs = load_runs(args, failures)
+    if not runs:
+        raise NothingAnalysed(f"no run could be analysed ({len(failures.items)} failed)")
+    code = command.run(runs, context)
     return failures.end() if code is None else code
 
 

@@ -264,7 +264,9 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     from repsim import plots
 
     overrides = _overrides(context.args.weights)
-    computed = analyse(runs, weights=overrides, on_error=context.failures.add, log=print)
+    computed = context.map(
+        analyse, runs, weights=overrides, on_error=context.failures.add, log=print
+    )
     results = context.save(computed)
     norms = results["weight_norm"]
     fig = context.figure(plots.weight_norm_curves(norms), "weight_norm")

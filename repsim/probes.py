@@ -149,7 +149,8 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     from repsim import plots
 
     args = context.args
-    computed = analyse(
+    computed = context.map(
+        analyse,
         runs,
         train_stimuli=args.train_stimuli,
         test_stimuli=args.test_stimuli,

@@ -419,7 +419,8 @@ def _command(runs: list[Run], context: cli.Context) -> None:
     args = context.args
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        computed = analyse(
+        computed = context.map(
+            analyse,
             runs,
             stimuli=args.stimuli,
             metric=args.metric,

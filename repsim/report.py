@@ -15,18 +15,28 @@ date. ``--stimuli`` and ``--metric`` are the RDMs' options, ``--train-stimuli``,
 A run that cannot be analysed (an unreadable checkpoint, NaN weights, a damaged store)
 does not stop the others: the report goes on, lists what failed and why at the end, and
 exits with status 1.
+
+On a Dask cluster (:mod:`repsim.cluster`), ``--workers N`` (N processes on this machine) or
+``--scheduler ADDRESS``, each run's extraction and analyses are tasks on the workers, which
+read and write the activations stores there (the output directory must be on storage they
+share); the results are gathered into the same ``results.zarr``, with the same numbers. The
+comparison across runs, the figures and the tables are made here. From Python,
+:func:`report` does the same with a ``dask.distributed.Client`` you hold.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from repsim import cli, compare, norms, probes, rdm
+from repsim import cli, cluster, compare, norms, probes, rdm
 from repsim.names import RUN
 from repsim.runs import Run
 
-__all__ = ["main"]
+__all__ = ["main", "report"]
 
 _STEPS = (rdm.COMMAND, probes.COMMAND, norms.COMMAND, compare.COMMAND)
 
@@ -36,12 +46,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli.main(_COMMAND, argv)
 
 
+def report(path: str | os.PathLike, *, client: Any = None, **options: Any):
+    """Every analysis on the checkpoints under ``path`` into ``results.zarr``, every figure,
+    as ``python -m repsim.report`` makes them; the results, opened (lazily).
+
+    Parameters
+    ----------
+    client
+        A ``dask.distributed.Client``: each run's extraction and analyses are then tasks on
+        its cluster, whose workers must share the output directory. (The options
+        ``workers=N`` and ``scheduler=ADDRESS`` make one for the report's duration.)
+    options
+        The command's options by their Python names: ``out``, ``stimuli``, ``device``,
+        ``quiet``, ``force``, ``measure``, ... (``python -m repsim.report --help``).
+
+    Raises
+    ------
+    TypeError
+        An option the command does not have.
+
+    Examples
+    --------
+    >>> from distributed import Client  # doctest: +SKIP
+    >>> results = report("/shared/ckpt", client=Client("tcp://host:8786"), quiet=True)  # doctest: +SKIP
+    >>> results.diag_l2.sel(run="bp")  # doctest: +SKIP
+    """
+    from repsim.store import open_results
+
+    p = cli.parser(_COMMAND.name, _COMMAND.description)
+    _add_arguments(p)
+    args = p.parse_args([os.fspath(path)])
+    known = set(vars(args)) - {"path"}
+    for key, value in options.items():
+        if key not in known:
+            raise TypeError(
+                f"report() got an unknown option {key!r}; the options are {', '.join(sorted(known))}"
+            )
+        setattr(args, key, value)
+    if args.out is not None:
+        args.out = Path(args.out)
+    failures = cli.Failures(p.prog, [os.fspath(path)], args.debug)
+    if cli.run(_COMMAND, args, failures, client=client) == 2:
+        raise RuntimeError(f"no step of {p.prog} could run (the errors are above)")
+    return open_results(cli.store_path(args, "results.zarr"))
+
+
 def _add_arguments(p) -> None:
     for step in _STEPS:
         step.add_arguments(p)
+    cluster.add_arguments(p)
 
 
 def _report(runs: list[Run], context: cli.Context) -> int | None:
+    args = context.args
+    if context.client is not None or not (args.scheduler or args.workers):
+        return _run_steps(runs, context)
+    try:
+        with cluster.connect(args.scheduler, args.workers) as client:
+            context.client = client
+            return _run_steps(runs, context)
+    except ImportError as err:  # no distributed: one line that says what to install
+        return context.failures.fail(err)
+    finally:
+        context.client = None
+
+
+def _run_steps(runs: list[Run], context: cli.Context) -> int | None:
     from repsim import plots, store
 
     failures = context.failures

@@ -121,3 +121,17 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A client of a local Dask cluster as the README starts one: 2 worker processes, 1 thread
+    each (skipped without the ``cluster`` extra)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as local,
+        distributed.Client(local) as client,
+    ):
+        yield client
