@@ -14,6 +14,7 @@ intervals), stores the results in ``<ckpt>/results.zarr``, draws
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -58,22 +59,41 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--permutations", type=int, default=200)
     parser.add_argument("--rsa-bootstrap", type=int, default=200)
+    parser.add_argument(
+        "--skip-analyses", action="store_true", help="redraw from <ckpt>/results.zarr as it is"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    nets = runs.discover(args.ckpt)
     results_path = args.ckpt / "results.zarr"
-    common = {"cache": args.ckpt, "device": "cpu", "progress": True}
-    cka = compare.analyse(
-        nets, measure="cka", bootstrap=args.bootstrap, permutations=args.permutations, **common
-    )
-    rsa = compare.analyse(
-        nets, measure="rsa:spearman", bootstrap=args.rsa_bootstrap, baseline=False, **common
-    )
-    for ds in (cka, rsa):
-        for name in ds.data_vars:
-            store.write_result(results_path, ds[name])
-    elapsed = time.perf_counter() - t0
+    timing = args.out / "figures" / "compare_numbers.json"
+    if args.skip_analyses:
+        stored = store.open_results(results_path)
+        cka = stored[[v for v in stored.data_vars if "cka_linear" in str(v)]]
+        rsa = stored[[v for v in stored.data_vars if "rsa_spearman" in str(v)]]
+        meta = json.loads(timing.read_text()) if timing.is_file() else {}
+        elapsed = meta.get("analysis_s", float("nan"))
+        args.bootstrap = meta.get("bootstrap", args.bootstrap)
+        args.permutations = meta.get("permutations", args.permutations)
+        args.rsa_bootstrap = meta.get("rsa_bootstrap", args.rsa_bootstrap)
+    else:
+        nets = runs.discover(args.ckpt)
+        common = {"cache": args.ckpt, "device": "cpu", "progress": True}
+        cka = compare.analyse(
+            nets, measure="cka", bootstrap=args.bootstrap, permutations=args.permutations, **common
+        )
+        rsa = compare.analyse(
+            nets, measure="rsa:spearman", bootstrap=args.rsa_bootstrap, baseline=False, **common
+        )
+        for ds in (cka, rsa):
+            for name in ds.data_vars:
+                store.write_result(results_path, ds[name])
+        elapsed = time.perf_counter() - t0
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_text(json.dumps({
+            "analysis_s": elapsed, "bootstrap": args.bootstrap,
+            "permutations": args.permutations, "rsa_bootstrap": args.rsa_bootstrap,
+        }, indent=1) + "\n")  # fmt: skip
     figures = args.out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for ds, slug in ((cka, "cka_linear"), (rsa, "rsa_spearman")):
@@ -151,6 +171,23 @@ def main() -> None:
         v = float(sim.sel({RUN: a, LAYER: layer, f"{RUN}_": b, f"{LAYER}_": layer}))
         return f"{v:.2f} [{c[0]:.2f}, {c[1]:.2f}]"
 
+    # 3. does RSA tell the same story as CKA?
+    from scipy.stats import spearmanr
+
+    r_sim = rsa["similarity_rsa_spearman"].transpose(*sim.dims)
+    other = np.array([[a != b for b in sim[f"{RUN}_"].values] for a in sim[RUN].values])
+    pick = np.broadcast_to(other[:, None, :, None], sim.shape)
+    agree_r = float(spearmanr(sim.values[pick], r_sim.values[pick]).statistic)
+
+    def numbers(da):
+        return np.array([_layer_number(str(v)) for v in da.values.ravel()]).reshape(da.shape)
+
+    b_cka = numbers(best)
+    b_rsa = numbers(rsa["best_layer_rsa_spearman"].transpose(*best.dims))
+    off = np.broadcast_to(other[:, None, :], best.shape)
+    agree_best = float((b_cka == b_rsa)[off].mean())
+    agree_near = float((abs(b_cka - b_rsa) <= 1)[off].mean())
+
     s0 = seeds[0]
     sig = float((pvals.values <= 0.05).mean())
     lines = [
@@ -199,7 +236,10 @@ def main() -> None:
         f"{layers[len(layers) // 2]} {ci_of(f'bp/seed-{s0}', f'sg-full/seed-{s0}', layers[len(layers) // 2])}. "
         f"{sig:.0%} of all layer pairs have permutation p ≤ 0.05.",
         "",
-        "RSA (Spearman between RDMs) gives the same picture:",
+        f"RSA (Spearman between the RDMs) against CKA: over every pair of layers of two "
+        f"different runs the two scores have Spearman correlation {agree_r:.2f}, and the best-"
+        f"matching layer is the same for {agree_best:.0%} of (run, layer, other run) and within "
+        f"one layer of it for {agree_near:.0%}:",
         "",
         "![RSA layer by layer](figures/compare_rsa_spearman.png)",
         END,
