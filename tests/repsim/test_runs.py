@@ -31,7 +31,16 @@ def test_a_report_loads_and_hashes_each_checkpoint_once(tmp_path, monkeypatch):
         _checkpoint(tmp_path / name, seed, sg_layers=[2] if name.startswith("sg") else ())
     loads = _counting(monkeypatch, checkpoints, "load")
     hashes = _counting(monkeypatch, weights, "weights_sha256")
-    argv = [str(tmp_path), "--quiet", "--stimuli", STIMULI, "--test-stimuli", STIMULI]
+    # --no-baseline: the comparison's untrained copies are new networks, hashed when made
+    argv = [
+        str(tmp_path),
+        "--quiet",
+        "--stimuli",
+        STIMULI,
+        "--test-stimuli",
+        STIMULI,
+        "--no-baseline",
+    ]
     assert report.main(argv) == 0
     assert sorted(p.name for p in loads) == ["bp", "dfa", "sg-full", "sg-single"]
     assert len(hashes) == 4  # by checkpoints.load; extraction reuses CheckpointInfo's hash
