@@ -51,6 +51,18 @@ def _progress(total: int, desc: str, show: bool):
     return tqdm(total=total, desc=desc, unit="sample", disable=not show, leave=False)
 
 
+def _prepare(a: Any, b: Any, measure: str | Measure, device: str | torch.device):
+    """The measure, both sides as stacks (``b`` is ``a`` when None), the device, and each
+    side's stimulus matrices (the same object for both when ``b`` is None)."""
+    m = _measure(measure)
+    sa = stack(a, "a")
+    sb = sa if b is None else stack(b, "b")
+    dev = resolve_device(device)
+    mats_a = stimulus_matrices(m, sa, dev)
+    mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
+    return m, sa, sb, dev, mats_a, mats_b
+
+
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive whole number, got {value!r}")
@@ -84,12 +96,7 @@ def bootstrap(
         percentile intervals.
     """
     _check_count("n", n)
-    m = _measure(measure)
-    sa = stack(a, "a")
-    sb = sa if b is None else stack(b, "b")
-    dev = resolve_device(device)
-    mats_a = stimulus_matrices(m, sa, dev)
-    mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
+    m, sa, sb, dev, mats_a, mats_b = _prepare(a, b, measure, device)
     rng = np.random.default_rng(seed)
     samples = np.empty((n, len(sa.keys), len(sb.keys)), np.float32)
     with _progress(n, f"bootstrap {m.name}", progress) as bar:
@@ -140,12 +147,7 @@ def permutation_test(
         ``similarity_<measure>_p`` with the dims of :func:`repsim.compare.compare`.
     """
     _check_count("n", n)
-    m = _measure(measure)
-    sa = stack(a, "a")
-    sb = sa if b is None else stack(b, "b")
-    dev = resolve_device(device)
-    mats_a = stimulus_matrices(m, sa, dev)
-    mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
+    m, sa, sb, dev, mats_a, mats_b = _prepare(a, b, measure, device)
     observed = blank(score(m, mats_a, mats_b), sa, sb).cpu().numpy()
     null_score = lambda perm: score(m, mats_a, resample(mats_b, perm))  # noqa: E731
     if m.family == "cka":  # centring commutes with permuting: centre once
@@ -193,14 +195,9 @@ def best_match(
     """
     import xarray as xr
 
-    m = _measure(measure)
-    sa = stack(a, "a")
-    sb = sa if b is None else stack(b, "b")
+    m, sa, sb, dev, mats_a, mats_b = _prepare(a, b, measure, device)
     if RUN not in sb.dims or LAYER not in sb.dims:
         raise ValueError("best_match needs the second side as an activations tree of runs")
-    dev = resolve_device(device)
-    mats_a = stimulus_matrices(m, sa, dev)
-    mats_b = mats_a if sb is sa else stimulus_matrices(m, sb, dev)
     halves = _halves(sa, seed)
     full = to_dataarray(m, sa, sb, blank(score(m, mats_a, mats_b), sa, sb).cpu().numpy())
     parts = []

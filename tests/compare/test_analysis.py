@@ -12,6 +12,7 @@ from torch import nn
 
 from repsim import checkpoints, compare, datasets, plots, runs, store
 from repsim.compare.analysis import _reference
+from tests.compare.test_measures import _hsic_unbiased
 
 STIMULI = "mnist-5k:test:40"
 
@@ -19,20 +20,6 @@ STIMULI = "mnist-5k:test:40"
 def _net(seed: int) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU())
-
-
-def _hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
-    """Song et al. (2012), eq. 5, from uncentred Grams."""
-    n = len(k)
-    kt, lt = k.copy(), l.copy()
-    np.fill_diagonal(kt, 0.0)
-    np.fill_diagonal(lt, 0.0)
-    one = np.ones(n)
-    return float(
-        np.trace(kt @ lt)
-        + (one @ kt @ one) * (one @ lt @ one) / ((n - 1) * (n - 2))
-        - 2 / (n - 2) * one @ kt @ lt @ one
-    ) / (n * (n - 3))
 
 
 def _cka(x: np.ndarray, y: np.ndarray) -> float:
