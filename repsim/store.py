@@ -109,12 +109,22 @@ def _clean_stale(store: Path) -> None:
 
 def _ensure_groups(store: Path, run: str) -> None:
     """The store's root group and the groups above ``run`` (``bp`` for ``bp/seed-1``)."""
-    import zarr
-
-    zarr.open_group(str(store), mode="a", zarr_format=3)
     parts = run.split("/")
-    for i in range(1, len(parts)):
-        zarr.open_group(str(store / "/".join(parts[:i])), mode="a", zarr_format=3)
+    for i in range(len(parts)):
+        _ensure_group(store / "/".join(parts[:i]) if i else store)
+
+
+def _ensure_group(path: Path) -> None:
+    """An empty zarr group at ``path`` unless one is there, its ``zarr.json`` written to a
+    temporary name and renamed: writers on several Dask workers create the same groups at
+    once, and none may read another's half-written metadata."""
+    meta = path / "zarr.json"
+    if meta.is_file():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".zarr.json.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp.write_text(json.dumps({"attributes": {}, "zarr_format": 3, "node_type": "group"}))
+    os.replace(tmp, meta)
 
 
 def read_run_attrs(store: str | os.PathLike, run: str) -> dict[str, Any] | None:
