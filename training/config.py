@@ -17,7 +17,24 @@ from repsim import datasets
 from training.model import ACTIVATIONS
 from training.rules import LOSSES, METHODS
 
-__all__ = ["TrainConfig", "add_config_arguments", "config_from_args", "stored_config"]
+__all__ = [
+    "LR_SCHEDULES",
+    "TrainConfig",
+    "add_config_arguments",
+    "config_from_args",
+    "lr_factor",
+    "stored_config",
+]
+
+#: ``constant``: the learning rates as given; ``cosine``: decayed to 0 over the run.
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The multiple of each base learning rate at optimizer step ``step`` of ``total``."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return 1.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,8 @@ class TrainConfig:
     ``sg_lr``: the learning rate of the synthetic-gradient modules; 0 (the default) means
     ``lr``, the paper's setting ("Adam with a learning rate of 3e-5 for both the network and
     the SG modules"). An explicit departure from the paper, never a silent one.
+    ``lr_schedule``: ``"constant"`` (the paper states no schedule) or ``"cosine"``: every
+    learning rate decays as ``0.5 (1 + cos(π t / T))`` over the run's ``T`` optimizer steps.
     ``sg_quality_every``: every N optimizer steps (0: never), measure how close each
     synthetic gradient and its bootstrapped target are to the true gradient on the current
     batch (:meth:`training.rules.SyntheticGradients.quality`; changes nothing) and write the
@@ -52,6 +71,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 3e-4
     sg_lr: float = 0.0
+    lr_schedule: str = "constant"
     weight_decay: float = 1e-4
     seed: int = 0
     snapshots: tuple[int, ...] = ()
@@ -94,6 +114,10 @@ class TrainConfig:
             raise ValueError(f"sg_alpha must be a finite number, got {self.sg_alpha!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"unknown lr_schedule {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}"
+            )
         if not (self.sg_lr >= 0 and math.isfinite(self.sg_lr)):
             raise ValueError(
                 f"sg_lr must be a positive number, or 0 for the network's lr, got {self.sg_lr!r}"
@@ -165,7 +189,12 @@ def add_config_arguments(
 ) -> None:
     """One typed ``--flag`` per TrainConfig field. With ``defaults=None`` a flag not given
     is absent from the parsed namespace (for overrides of a preset)."""
-    choices = {"method": METHODS, "activation": tuple(ACTIVATIONS), "loss": ("auto", *LOSSES)}
+    choices = {
+        "method": METHODS,
+        "activation": tuple(ACTIVATIONS),
+        "loss": ("auto", *LOSSES),
+        "lr_schedule": LR_SCHEDULES,
+    }
     for field in dataclasses.fields(TrainConfig):
         if field.name in exclude:
             continue

@@ -32,7 +32,7 @@ from repsim.devices import resolve_device
 from training import checkpointing
 from training._cpu import keep_freed_memory
 from training.checkpointing import FACTORY  # noqa: F401  (importable from here, as before)
-from training.config import TrainConfig, add_config_arguments, config_from_args
+from training.config import TrainConfig, add_config_arguments, config_from_args, lr_factor
 from training.model import MLP
 from training.rules import LOSSES, make_rule
 
@@ -66,6 +66,8 @@ def make_optimizer(cfg: TrainConfig, model: MLP, rule: nn.Module) -> torch.optim
         groups.append({"params": list(rule.parameters()), "weight_decay": 0.0, "lr": cfg.sg_lr})
     else:
         groups[1]["params"] += list(rule.parameters())
+    for group in groups:  # what a learning-rate schedule scales
+        group["base_lr"] = group.get("lr", cfg.lr)
     # the fused kernel is 3× faster than foreach on CPU for the paper net
     return torch.optim.Adam(groups, lr=cfg.lr, fused=True)
 
@@ -122,6 +124,10 @@ def _run_epoch(
             measured.append((step, rule.quality(model, X[idx], y[idx], loss_fn)))
         optimizer.zero_grad(set_to_none=True)
         result = rule.step(model, X[idx], y[idx], loss_fn)
+        if cfg.lr_schedule != "constant":  # from the step count alone: resumes exactly
+            factor = lr_factor(cfg.lr_schedule, step, cfg.epochs * steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
         optimizer.step()
         aux = result.aux.get("sg_loss", torch.zeros((), device=X.device))
         accuracy = (result.logits.argmax(1) == y[idx]).float().mean()

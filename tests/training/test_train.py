@@ -297,3 +297,36 @@ def test_sweep_cli(tmp_path, capsys):
     assert meta["method"]["sg_layers"] == [2]  # the middle of 3 blocks
     assert json.loads((tmp_path / "bp" / "checkpoint.json").read_text())["config"]["epochs"] == 1
     assert sweep.main(["--methods", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_a_cosine_schedule_decays_every_rate_and_resumes_exactly(tmp_path):
+    import math
+
+    from training.config import lr_factor
+
+    cfg = TrainConfig(
+        method="sg", sg_layers="all", depth=2, width=16, epochs=2, batch_size=500,
+        sg_lr=2e-3, lr_schedule="cosine",
+    )  # fmt: skip
+    _, history = train(cfg, tmp_path / "straight", device="cpu", progress=False)
+    assert checkpoints.read_meta(tmp_path / "straight")["config"]["lr_schedule"] == "cosine"
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("cosine", 9, 10) == pytest.approx(0.5 * (1 + math.cos(0.9 * math.pi)))
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 1, then the same command again
+        train(cfg, tmp_path / "resumed", device="cpu", progress=False, callback=stop_after_first)
+    assert checkpoints.read_meta(tmp_path / "resumed")["epoch"] == 1
+    train(cfg, tmp_path / "resumed", device="cpu", progress=False)
+    a, _ = checkpoints.read_tensors(tmp_path / "straight" / "model.safetensors")
+    b, _ = checkpoints.read_tensors(tmp_path / "resumed" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    flat = dataclasses.replace(cfg, lr_schedule="constant")
+    _, plain = train(flat, tmp_path / "plain", device="cpu", progress=False)
+    assert [r["train_loss"] for r in plain] != [r["train_loss"] for r in history]
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        TrainConfig(lr_schedule="step")
