@@ -15,7 +15,7 @@ from typing import Any
 
 from repsim import datasets
 from training.model import ACTIVATIONS
-from training.rules import LOSSES, METHODS
+from training.rules import LOSSES, METHODS, SG_MODULES
 
 __all__ = [
     "LR_SCHEDULES",
@@ -50,6 +50,9 @@ class TrainConfig:
     ``sg_lr``: the learning rate of the synthetic-gradient modules; 0 (the default) means
     ``lr``, the paper's setting ("Adam with a learning rate of 3e-5 for both the network and
     the SG modules"). An explicit departure from the paper, never a silent one.
+    ``sg_module``: the form of each SG module: ``"linear"`` (the paper's experiments:
+    ``SG(h, y) = hA + yB + C``) or ``"sigmoid"`` (``d ⊙ σ(hA) + yB + C``, which the paper's
+    Section 3 recommends for log loss); see :class:`training.rules.SyntheticGradients`.
     ``lr_schedule``: ``"constant"`` (the paper states no schedule) or ``"cosine"``: every
     learning rate decays as ``0.5 (1 + cos(π t / T))`` over the run's ``T`` optimizer steps.
     ``sg_quality_every``: every N optimizer steps (0: never), measure how close each
@@ -71,6 +74,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 3e-4
     sg_lr: float = 0.0
+    sg_module: str = "linear"
     lr_schedule: str = "constant"
     weight_decay: float = 1e-4
     seed: int = 0
@@ -114,6 +118,10 @@ class TrainConfig:
             raise ValueError(f"sg_alpha must be a finite number, got {self.sg_alpha!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.sg_module not in SG_MODULES:
+            raise ValueError(
+                f"unknown sg_module {self.sg_module!r}: expected one of {', '.join(SG_MODULES)}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"unknown lr_schedule {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}"
@@ -194,6 +202,7 @@ def add_config_arguments(
         "activation": tuple(ACTIVATIONS),
         "loss": ("auto", *LOSSES),
         "lr_schedule": LR_SCHEDULES,
+        "sg_module": SG_MODULES,
     }
     for field in dataclasses.fields(TrainConfig):
         if field.name in exclude:

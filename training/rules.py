@@ -27,6 +27,8 @@ from training.model import MLP
 
 Method = Literal["bp", "sg", "sgprop", "dfa", "fa", "kickback"]
 METHODS: tuple[str, ...] = ("bp", "sg", "sgprop", "dfa", "fa", "kickback")
+#: Forms of a synthetic-gradient module (:class:`SyntheticGradients`).
+SG_MODULES: tuple[str, ...] = ("linear", "sigmoid")
 Loss = Literal["ce", "bce", "mse"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -109,10 +111,15 @@ class _ScaleGrad(torch.autograd.Function):
 class SyntheticGradients(nn.Module):
     """``sg`` / ``sgprop``: a synthetic-gradient module after each listed block.
 
-    SG_k is a linear map of ``[h_k, onehot(y)]`` with weight and bias initialised to zero,
-    stored stacked over the K modules (``weight_h [K, width, width]``,
-    ``weight_y [K, n_classes, width]``, ``bias [K, 1, width]``) so that all K predictions
-    are one batched product.
+    SG_k is, with ``module="linear"`` (the paper's experiments), the linear map
+    ``SG(h, y) = hA + yB + C`` of ``[h_k, onehot(y)]``; with ``module="sigmoid"`` it is
+    ``SG(h, y) = d ⊙ σ(hA) + yB + C``, the form Section 3 of the paper recommends for log
+    loss, where a linear SG "will struggle to overfit to training data" (``d`` a learned
+    per-unit scale: our reading of the paper's ``d``). Every parameter starts at zero, so
+    each SG first produces zero gradients ("it does not affect convergence", Supplementary
+    C). They are stored stacked over the K modules (``weight_h [K, width, width]`` = A,
+    ``weight_y [K, n_classes, width]`` = B, ``bias [K, 1, width]`` = C, and ``scale
+    [K, 1, width]`` = d for ``sigmoid``) so that all K predictions are one batched product.
 
     SG_k predicts the per-example gradient, ``B × dL/dh_k`` for the batch-mean loss ``L``
     (so its scale does not depend on the batch size); the blocks below receive
@@ -131,25 +138,42 @@ class SyntheticGradients(nn.Module):
         Hidden width and number of classes.
     alpha
         ``None`` for ``sg``; a float for ``sgprop``.
+    module
+        ``"linear"`` or ``"sigmoid"`` (:data:`SG_MODULES`).
     """
 
     def __init__(
-        self, positions: Sequence[int], width: int, n_classes: int, alpha: float | None = None
+        self,
+        positions: Sequence[int],
+        width: int,
+        n_classes: int,
+        alpha: float | None = None,
+        module: str = "linear",
     ) -> None:
         super().__init__()
+        if module not in SG_MODULES:
+            raise ValueError(
+                f"unknown SG module {module!r}: expected one of {', '.join(SG_MODULES)}"
+            )
         self.positions = tuple(positions)
         self.alpha = alpha
+        self.module = module
         k = len(self.positions)
         self.weight_h = nn.Parameter(torch.zeros(k, width, width))
         self.weight_y = nn.Parameter(torch.zeros(k, n_classes, width))
         self.bias = nn.Parameter(torch.zeros(k, 1, width))
+        if module == "sigmoid":  # only then, so that linear checkpoints stay as they were
+            self.scale = nn.Parameter(torch.zeros(k, 1, width))
         self.last_targets: torch.Tensor | None = None  # [K, B, width], for inspection
 
     def predict(self, hs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Synthetic per-example gradients ``[K, B, width]`` from outputs ``hs [K, B, width]``."""
         onehot = F.one_hot(y, self.weight_y.shape[1]).to(hs.dtype)
         # a matmul rather than the row lookup W_y[:, y], whose backward is a slow scatter
-        return torch.baddbmm(self.bias + onehot @ self.weight_y, hs, self.weight_h)
+        offset = self.bias + onehot @ self.weight_y
+        if self.module == "sigmoid":
+            return torch.addcmul(offset, self.scale, torch.sigmoid(torch.bmm(hs, self.weight_h)))
+        return torch.baddbmm(offset, hs, self.weight_h)
 
     def step(self, model: MLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn) -> Step:
         logits, hs, us = forward_cut(model, x, self.positions)
@@ -314,8 +338,10 @@ def make_rule(
     sg_alpha: float = 1.0,
     loss: str = "ce",
     seed: int = 0,
+    sg_module: str = "linear",
 ) -> nn.Module:
-    """Build the rule ``method`` for ``model``; random feedback is drawn from ``seed``.
+    """Build the rule ``method`` for ``model``; random feedback is drawn from ``seed``;
+    ``sg_module`` is the form of each synthetic-gradient module (``sg``, ``sgprop``).
 
     Raises
     ------
@@ -339,7 +365,7 @@ def make_rule(
                 f"got {list(sg_layers)}"
             )
         alpha = sg_alpha if method == "sgprop" else None
-        return SyntheticGradients(sorted(sg_layers), width, n_classes, alpha)
+        return SyntheticGradients(sorted(sg_layers), width, n_classes, alpha, sg_module)
     if method == "kickback":
         if loss == "ce":
             raise ValueError(

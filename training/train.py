@@ -48,6 +48,7 @@ def build(cfg: TrainConfig, n_features: int = 784, n_classes: int = 10) -> tuple
         sg_alpha=cfg.sg_alpha,
         loss=cfg.loss_name,
         seed=cfg.seed,
+        sg_module=cfg.sg_module,
     )
     return model, rule
 

@@ -121,3 +121,72 @@ def test_training_with_monitoring_writes_the_table_and_changes_no_weight(tmp_pat
     last = [float(r["value"]) for r in rows if int(r["step"]) == steps[-1]
             and r["measure"] == "sg_cosine"]  # fmt: skip
     assert all(v > 0.1 for v in last)  # the SGs have learned something
+
+
+# ------------------------------------------------------------ the sigmoid SG module
+
+
+def test_sigmoid_sg_is_d_sigmoid_hA_plus_yB_plus_C_against_numpy():
+    import numpy as np
+
+    rule = SyntheticGradients((1, 3), 6, 4, module="sigmoid")
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in rule.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    hs, y = torch.randn(2, 5, 6, generator=g), torch.randint(0, 4, (5,), generator=g)
+    got = rule.predict(hs, y).detach().double().numpy()
+    A, B, C, d = (
+        t.detach().double().numpy() for t in (rule.weight_h, rule.weight_y, rule.bias, rule.scale)
+    )
+    h, onehot = hs.double().numpy(), np.eye(4)[y.numpy()]
+    want = np.stack([d[k] / (1 + np.exp(-h[k] @ A[k])) + onehot @ B[k] + C[k] for k in range(2)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    linear = SyntheticGradients((1, 3), 6, 4)
+    assert not hasattr(linear, "scale")  # linear checkpoints keep their tensors
+    assert {n for n, _ in rule.named_parameters()} == {"weight_h", "weight_y", "bias", "scale"}
+
+
+def test_sigmoid_sg_starts_at_zero_and_every_parameter_learns():
+    model = _net()
+    rule = SyntheticGradients(range(1, 5), 16, 5, module="sigmoid")
+    x, y = _batch()
+    q = rule.quality(model, x, y, F.cross_entropy)
+    assert torch.allclose(q["sg_relative_error"], torch.ones(4, dtype=torch.float64))
+    opt = torch.optim.Adam(rule.parameters(), lr=1e-2)
+    for _ in range(2):  # A's gradient is d ⊙ σ'(hA) ⊙ h: zero until d has moved
+        opt.zero_grad()
+        rule.step(model, x, y, F.cross_entropy)
+        opt.step()
+    assert all(p.abs().sum() > 0 for p in rule.parameters())
+    assert rule.quality(model, x, y, F.cross_entropy)["sg_cosine"][-1] > 0.1
+
+
+def test_sigmoid_sg_fits_a_saturating_gradient_that_a_linear_sg_cannot():
+    """Section 3's reason for the option: ∂L/∂p of log loss is step-like in the input."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(512, 1, 8, generator=g).expand(512, 1, 8).reshape(1, 512, 8)
+    y = torch.zeros(512, dtype=torch.long)
+    a = torch.randn(8, 8, generator=g)
+    target = 2.0 * torch.sigmoid(4.0 * h @ a)  # steep: nearly a step function of h
+    errors = {}
+    for module in ("linear", "sigmoid"):
+        torch.manual_seed(0)
+        rule = SyntheticGradients((1,), 8, 2, module=module)
+        opt = torch.optim.Adam(rule.parameters(), lr=3e-2)
+        for _ in range(1500):
+            opt.zero_grad()
+            loss = F.mse_loss(rule.predict(h, y), target)
+            loss.backward()
+            opt.step()
+        errors[module] = loss.item() / target.var().item()
+    assert errors["sigmoid"] < 0.5 * errors["linear"], errors
+
+
+def test_unknown_sg_module_is_refused_with_the_choices():
+    with pytest.raises(
+        ValueError, match="unknown sg_module 'mlp': expected one of linear, sigmoid"
+    ):
+        TrainConfig(method="sg", sg_module="mlp")
+    with pytest.raises(ValueError, match="unknown SG module"):
+        SyntheticGradients((1,), 4, 2, module="mlp")

@@ -330,3 +330,55 @@ def test_a_cosine_schedule_decays_every_rate_and_resumes_exactly(tmp_path):
     assert [r["train_loss"] for r in plain] != [r["train_loss"] for r in history]
     with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
         TrainConfig(lr_schedule="step")
+
+
+def test_a_sigmoid_sg_module_is_recorded_resumes_exactly_and_trains_differently(tmp_path):
+    cfg = TrainConfig(
+        method="sg", sg_layers="all", depth=2, width=16, epochs=2, batch_size=500,
+        sg_module="sigmoid",
+    )  # fmt: skip
+    _, history = train(cfg, tmp_path / "straight", device="cpu", progress=False)
+    assert checkpoints.read_meta(tmp_path / "straight")["config"]["sg_module"] == "sigmoid"
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", device="cpu", progress=False, callback=stop_after_first)
+    _, resumed = train(cfg, tmp_path / "resumed", device="cpu", progress=False)
+    assert [r["train_loss"] for r in resumed] == [r["train_loss"] for r in history]
+    _, linear = train(
+        dataclasses.replace(cfg, sg_module="linear"), tmp_path / "lin", device="cpu", progress=False
+    )
+    assert [r["train_loss"] for r in linear] != [r["train_loss"] for r in history]
+    # a linear run's checkpoint from before the option existed still resumes as linear
+    meta_path = tmp_path / "lin" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["sg_module"]
+    meta_path.write_text(json.dumps(meta))
+    train(
+        dataclasses.replace(cfg, sg_module="linear"), tmp_path / "lin", device="cpu", progress=False
+    )
+    with pytest.raises(ValueError, match="another configuration"):
+        train(cfg, tmp_path / "lin", device="cpu", progress=False)
+
+
+def test_the_sg_module_flag_reaches_the_config_and_the_sweep():
+    import argparse
+
+    from training.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, TrainConfig())
+    args = parser.parse_args(["--method", "sg", "--sg-module", "sigmoid"])
+    assert config_from_args(args).sg_module == "sigmoid"
+    assert config_from_args(parser.parse_args([])).sg_module == "linear"  # the paper's
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sg-module", "mlp"])
+    plan = sweep.configs("paper", ["sg-full"], [0], sg_module="sigmoid")
+    assert plan["sg-full"].sg_module == "sigmoid"
+    # the paper preset itself keeps the paper's linear SG modules
+    assert {c.sg_module for c in sweep.configs("paper", list(sweep.RUNS), [0]).values()} == {
+        "linear"
+    }
