@@ -36,8 +36,12 @@ from repsim.rdm import diag_l2, rdm
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["bp", "sg-single", "sg-full", "dfa"]
-#: Markers of the section that analyses/compare_report.py writes (kept across rewrites).
-COMPARE_START, COMPARE_END = "<!-- compare:start -->", "<!-- compare:end -->"
+#: Markers of the sections other scripts write (kept across rewrites, in their order):
+#: analyses/sgfull_variants.py and analyses/compare_report.py.
+KEPT = [
+    ("<!-- sgfull:start -->", "<!-- sgfull:end -->"),
+    ("<!-- compare:start -->", "<!-- compare:end -->"),
+]
 
 #: Fixed before looking at any analysis of the paper-preset networks.
 DEFINITIONS = {
@@ -545,11 +549,12 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     old = args.out / "REPORT.md"
-    if old.is_file() and COMPARE_START in (previous_text := old.read_text()):
-        # the section analyses/compare_report.py writes: kept as it was
-        start = previous_text.index(COMPARE_START)
-        end = previous_text.index(COMPARE_END, start) + len(COMPARE_END)
-        text = text.rstrip("\n") + "\n\n" + previous_text[start:end] + "\n"
+    previous_text = old.read_text() if old.is_file() else ""
+    for start_marker, end_marker in KEPT:  # the sections other scripts write, as they were
+        if start_marker in previous_text:
+            start = previous_text.index(start_marker)
+            end = previous_text.index(end_marker, start) + len(end_marker)
+            text = text.rstrip("\n") + "\n\n" + previous_text[start:end] + "\n"
     old.write_text(text)
     numbers = {
         "final": last, "epochs": epochs, "wall_time_s": wall, "trains": trains,

@@ -38,6 +38,33 @@ def _one(name: str, cfg, out: Path, device: str) -> tuple[str, int, float]:
     return name, history[-1]["epoch"] if history else 0, time.perf_counter() - t0
 
 
+def run_parallel(
+    plan: dict, out: Path, device: str, deadline: float | None = None
+) -> list[tuple[str, int, float]]:
+    """Train every ``name → TrainConfig`` of ``plan`` into ``out/name``, one process each;
+    returns (name, epochs, seconds) of the runs that finished before ``deadline``."""
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    # the longest runs first, so that they start at once
+    order = sorted(plan, key=lambda n: -plan[n].epochs * (len(plan[n].sg_positions) + 5))
+    with ctx.Pool(len(plan)) as pool:
+        jobs = [pool.apply_async(_one, (n, plan[n], out, device)) for n in order]
+        done = []
+        for job in jobs:
+            left = None if deadline is None else deadline - (time.perf_counter() - t0)
+            try:
+                done.append(job.get(timeout=None if left is None else max(left, 1)))
+            except mp.TimeoutError:
+                print(f"deadline of {deadline:.0f}s reached: stopping the runs still "
+                      "training (each keeps its last finished epoch)", flush=True)  # fmt: skip
+                pool.terminate()
+                break
+    for name, epochs, seconds in done:
+        print(f"finished {name:16s} {epochs:4d} epochs in {seconds:7.1f}s")
+    print(f"wall time {time.perf_counter() - t0:.1f}s; {len(done)} of {len(plan)} runs finished")
+    return done
+
+
 def main() -> int:
     from training.sweep import RUNS, configs
 
@@ -57,25 +84,7 @@ def main() -> int:
     plan = configs(args.preset, args.methods.split(","), seeds, **overrides)
     if len(seeds) == 1:  # keep the <run>/seed-<k> layout of a multi-seed sweep
         plan = {f"{name}/seed-{seeds[0]}": cfg for name, cfg in plan.items()}
-    ctx = mp.get_context("spawn")
-    t0 = time.perf_counter()
-    # the longest runs first, so that they start at once
-    order = sorted(plan, key=lambda n: -plan[n].epochs * (len(plan[n].sg_positions) + 5))
-    with ctx.Pool(len(plan)) as pool:
-        jobs = [pool.apply_async(_one, (n, plan[n], args.out, args.device)) for n in order]
-        done = []
-        for job in jobs:
-            left = None if args.deadline is None else args.deadline - (time.perf_counter() - t0)
-            try:
-                done.append(job.get(timeout=None if left is None else max(left, 1)))
-            except mp.TimeoutError:
-                print(f"deadline of {args.deadline:.0f}s reached: stopping the runs still "
-                      "training (each keeps its last finished epoch)", flush=True)  # fmt: skip
-                pool.terminate()
-                break
-    for name, epochs, seconds in done:
-        print(f"finished {name:16s} {epochs:4d} epochs in {seconds:7.1f}s")
-    print(f"wall time {time.perf_counter() - t0:.1f}s; {len(done)} of {len(plan)} runs finished")
+    done = run_parallel(plan, args.out, args.device, args.deadline)
     return 0 if len(done) == len(plan) else 1
 
 

@@ -44,11 +44,16 @@ def test_parallel_sweep_then_report(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     out = tmp_path / "report"
+    out.mkdir()
+    kept = ("<!-- sgfull:start -->\nS\n<!-- sgfull:end -->\n\n"
+            "<!-- compare:start -->\nC\n<!-- compare:end -->")  # fmt: skip
+    (out / "REPORT.md").write_text("# old\n\nold text\n\n" + kept + "\n")
     subprocess.run(
         [sys.executable, "analyses/make_report.py", "--ckpt", str(ckpt), "--out", str(out)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )  # fmt: skip
     text = (out / "REPORT.md").read_text()
+    assert "old text" not in text and text.rstrip().endswith(kept)  # other scripts' sections
     rows = [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
     assert len(rows) == 11, text  # one verdict per claim
     assert all(re.search(r"\*\*(holds|partly|does not hold)\*\* \(\d/2 seeds\)", r) for r in rows)
@@ -56,3 +61,39 @@ def test_parallel_sweep_then_report(tmp_path):
         assert (out / link).is_file(), link
     numbers = json.loads((out / "figures" / "numbers.json").read_text())
     assert set(numbers["nearly_constant_from"]) == set(runs)
+
+
+@pytest.mark.slow
+def test_sgfull_variants_train_collect_report(tmp_path):
+    """Two variants trained tiny, tabulated, checked against their configs, reported."""
+    script = [sys.executable, "analyses/sgfull_variants.py"]
+    tiny = ["--depth", "3", "--data", "mnist-5k"]
+    out, figures = tmp_path / "runs", tmp_path / "figures"
+    subprocess.run([*script, "train", "--variants", "linear,sig-cos", "--seeds", "0,1",
+                    "--device", "cpu", "--out", str(out), "--epochs", "2", *tiny],
+                   cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
+    meta = checkpoints.read_meta(out / "sig-cos/sg-full/seed-1")
+    assert meta["config"]["sg_module"] == "sigmoid" and meta["config"]["lr_schedule"] == "cosine"
+    collect = [*script, "collect", "--figures", str(figures), *tiny]
+    wrong = subprocess.run([*collect, f"linear={out}/sig-cos/sg-full"], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    assert wrong.returncode != 0 and "is not the 'linear' variant" in wrong.stderr
+    assert not figures.exists()  # nothing half-written
+    subprocess.run([*collect, f"linear={out}/linear/sg-full", f"sig-cos={out}/sig-cos/sg-full"],
+                   cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
+    report = tmp_path / "REPORT.md"
+    report.write_text("# R\n\n<!-- compare:start -->\nkept\n<!-- compare:end -->\n")
+    subprocess.run([*script, "report", "--figures", str(figures), "--report", str(report)],
+                   cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
+    text = report.read_text()
+    assert text.index("<!-- sgfull:end -->") < text.index("<!-- compare:start -->")
+    assert "kept" in text and (figures / "sgfull_variants.png").is_file()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [r.split("|")[1].strip() for r in rows] == ["`linear`", "`sig-cos`"]
+    # the table's numbers are the histories' last epochs
+    import csv
+
+    with open(out / "sig-cos/sg-full/seed-1/history.csv", newline="") as f:
+        hist = list(csv.DictReader(f))
+    assert f"{100 * float(hist[-1]['train_accuracy']):.2f}" in rows[1]
+    assert all(r.rstrip(" |").endswith("no") for r in rows)  # 2 tiny epochs: not 99 %
