@@ -165,16 +165,19 @@ def test_the_readme_commands_on_a_local_cluster(tmp_path, capsys):
 
     argv = ["--methods", "bp,dfa", "--depth", "2", "--width", "16", "--epochs", "1",
             "--out", str(tmp_path), "--workers", "2"]  # fmt: skip
-    assert sweep.main(argv) == 0
+    code = sweep.main(argv)
     captured = capsys.readouterr()
+    assert code == 0, captured.err[-4000:]  # (a rare failure here was once not captured)
     assert "started a Dask cluster of 2 worker processes" in captured.err
     assert "dashboard: http://" in captured.err
     assert f"{tmp_path / 'dfa'}: train" in captured.err  # one line per run as it finishes
     assert "bp" in captured.out and "dfa" in captured.out
     assert checkpoints.read_meta(tmp_path / "dfa")["complete"]
     small = ["--stimuli", "mnist-5k:test:40", "--train-stimuli", "mnist-5k:train:400"]
-    assert report.main([str(tmp_path), "--workers", "2", "--quiet", "--no-baseline", *small]) == 0
-    assert "started a Dask cluster of 2 worker processes" in capsys.readouterr().out
+    code = report.main([str(tmp_path), "--workers", "2", "--quiet", "--no-baseline", *small])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-4000:] + captured.out[-2000:]
+    assert "started a Dask cluster of 2 worker processes" in captured.out
     results = store.open_results(tmp_path / "results.zarr")
     assert list(results.diag_l2.run.values) == ["bp", "dfa"]
     assert {"rdm", "probe_accuracy", "weight_norm"} <= set(results.data_vars)
