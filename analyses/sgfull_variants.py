@@ -36,6 +36,10 @@ VARIANTS: dict[str, tuple[dict, str]] = {
     "linear": ({}, "the preset: linear SG, constant learning rate (the paper's setting)"),
     "sglr-3e-4": ({"sg_lr": 3e-4}, "SG modules at 10× the network's learning rate"),
     "cos": ({"lr_schedule": "cosine"}, "cosine decay of every learning rate to 0"),
+    "cos-100": (
+        {"lr_schedule": "cosine", "epochs": 100},
+        "cosine decay over 100 epochs instead of 60",
+    ),
     "cos-wd0": (
         {"lr_schedule": "cosine", "weight_decay": 0.0},
         "cosine decay, no weight decay",
