@@ -90,7 +90,7 @@ def _check(variant: str, run: Path, **overrides) -> dict:
     if differ:
         got = ", ".join(f"{k}={stored.get(k)!r} (want {want[k]!r})" for k in differ)
         raise SystemExit(f"{run} is not the {variant!r} variant of the paper's sg-full: {got}")
-    return stored | {"epochs_done": meta["epoch"]}
+    return stored | {"epochs_done": meta["epoch"], "device": meta.get("device", "?")}
 
 
 def collect(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def collect(args: argparse.Namespace) -> int:
                 for row in csv.DictReader(f):
                     acc_rows.append([variant, cfg["seed"], int(row["epoch"]), cfg["epochs"],
                                      float(row["train_accuracy"]), float(row["test_accuracy"]),
-                                     float(row["time_s"])])  # fmt: skip
+                                     float(row["time_s"]), cfg["device"]])  # fmt: skip
             with open(run / "sg_quality.csv", newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r["measure"] == "sg_cosine"]
             last = max(int(r["step"]) for r in rows)
@@ -121,7 +121,8 @@ def collect(args: argparse.Namespace) -> int:
     args.figures.mkdir(parents=True, exist_ok=True)
     for name, header, rows in (
         ("sgfull_variants.csv",
-         ["variant", "seed", "epoch", "epochs_planned", "train_accuracy", "test_accuracy", "time_s"],
+         ["variant", "seed", "epoch", "epochs_planned", "train_accuracy", "test_accuracy", "time_s",
+          "device"],
          acc_rows),
         ("sgfull_variants_sg.csv", ["variant", "seed", "position", "sg_cosine_late"], sg_rows),
     ):  # fmt: skip
@@ -148,12 +149,13 @@ def summarise(figures: Path) -> list[dict]:
         if not rows:
             continue
         seeds = sorted({int(r["seed"]) for r in rows})
-        final, best, epochs, planned = {}, {}, {}, {}
+        final, best, epochs, planned, device = {}, {}, {}, {}, {}
         for s in seeds:
             mine = sorted((r for r in rows if int(r["seed"]) == s), key=lambda r: int(r["epoch"]))
             final[s] = (float(mine[-1]["train_accuracy"]), float(mine[-1]["test_accuracy"]))
             best[s] = max(float(r["train_accuracy"]) for r in mine)
             epochs[s], planned[s] = int(mine[-1]["epoch"]), int(mine[-1]["epochs_planned"])
+            device[s] = mine[-1]["device"].split(":")[0]
         cos = {}
         for position in (1, 10, 20):
             vals = [float(r["sg_cosine_late"]) for r in sg
@@ -162,7 +164,7 @@ def summarise(figures: Path) -> list[dict]:
         finished = all(epochs[s] == planned[s] for s in seeds)
         out.append({
             "variant": variant, "meaning": meaning, "seeds": seeds, "final": final,
-            "best": best, "epochs": epochs, "planned": planned, "cos": cos,
+            "best": best, "epochs": epochs, "planned": planned, "cos": cos, "device": device,
             "finished": finished,
             "meets": finished and all(final[s][0] >= TARGET for s in seeds),
         })  # fmt: skip
@@ -208,7 +210,8 @@ def section(figures: Path) -> str:
                                               f" of {s['planned'][k]}") for k in seeds)  # fmt: skip
         verdict = "yes" if s["meets"] else ("stopped early" if not s["finished"] else "no")
         cos = " / ".join(f"{s['cos'][p]:.2f}" for p in (1, 10, 20))
-        rows.append(f"| `{s['variant']}` | {s['meaning']} | {', '.join(map(str, seeds))} | {ep} | "
+        where = ", ".join(f"{k} ({s['device'][k]})" for k in seeds)
+        rows.append(f"| `{s['variant']}` | {s['meaning']} | {where} | {ep} | "
                     f"{tr} | {best} | {te} | {cos} | {verdict} |")  # fmt: skip
     meets = [s["variant"] for s in summary if s["meets"]]
     lines = [
@@ -223,7 +226,7 @@ def section(figures: Path) -> str:
         f"output and the true gradient, mean over the last {LATE_STEPS} steps and the seeds, "
         "after layers 1 / 10 / 20.",
         "",
-        "| variant | change | seeds | epochs | train | best train | test | SG cosine 1 / 10 / 20 "
+        "| variant | change | seeds (device) | epochs | train | best train | test | SG cosine 1 / 10 / 20 "
         "| ≥ 99 % on every seed |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
