@@ -1,14 +1,15 @@
-"""Why `sg-full` stops short of 99 % training accuracy: what was tried, measured.
+"""What `sg-full` needs to pass 99 % training accuracy: what was tried, measured.
 
     python analyses/sgfull_variants.py train --variants cos,sig-cos --seeds 0,1,2 --out exp-sgfull
     python analyses/sgfull_variants.py collect linear=ckpt-paper/sg-full cos=exp-sgfull/cos/sg-full ...
     python analyses/sgfull_variants.py report
 
-``train`` trains the paper preset's ``sg-full`` run with each variant's settings (one
+``train`` trains the paper preset's ``sg-full`` run with each variant's settings on top of
+:data:`BASE` (the preset's ``sg-full`` as it was before this study) (one
 process per run, as ``paper_sweep_parallel.py``; resumable) into
 ``<out>/<variant>/sg-full/seed-<k>``. ``collect`` reads finished or stopped runs (each
 ``VARIANT=DIR``, DIR holding ``seed-<k>`` checkpoints), checks that each run's stored
-configuration is the paper preset's ``sg-full`` with exactly that variant's settings, and
+configuration is that variant of the paper preset's ``sg-full`` (every setting checked), and
 writes the small tables ``analyses/figures/sgfull_variants.csv`` (accuracy per epoch) and
 ``sgfull_variants_sg.csv`` (how well each SG tracks the true gradient late in training).
 ``report`` draws ``figures/sgfull_variants.png`` from them and writes the section between
@@ -31,14 +32,19 @@ TARGET = 0.99  # issue 10's criterion: training accuracy on all 60,000 digits, e
 #: Late in training: the SG-quality rows of the last this many optimizer steps.
 LATE_STEPS = 2000
 
-#: Variant → settings on top of the paper preset's sg-full run, and what they mean.
+#: What every variant starts from: the paper preset's ``sg-full`` as it was before this study
+#: (linear SG, constant learning rate, 60 epochs). Explicit, so that a variant keeps meaning
+#: the same run whatever the preset's own per-run settings become (the preset now trains
+#: ``sg-full`` as ``cos-100``).
+BASE = {"epochs": 60, "lr_schedule": "constant"}
+#: Variant → settings on top of :data:`BASE`, and what they mean.
 VARIANTS: dict[str, tuple[dict, str]] = {
-    "linear": ({}, "the preset: linear SG, constant learning rate (the paper's setting)"),
+    "linear": ({}, "linear SG, constant learning rate, 60 epochs (the preset until issue 10)"),
     "sglr-3e-4": ({"sg_lr": 3e-4}, "SG modules at 10× the network's learning rate"),
     "cos": ({"lr_schedule": "cosine"}, "cosine decay of every learning rate to 0"),
     "cos-100": (
         {"lr_schedule": "cosine", "epochs": 100},
-        "cosine decay over 100 epochs instead of 60",
+        "cosine decay over 100 epochs instead of 60 (the paper preset's sg-full)",
     ),
     "cos-wd0": (
         {"lr_schedule": "cosine", "weight_decay": 0.0},
@@ -50,15 +56,17 @@ VARIANTS: dict[str, tuple[dict, str]] = {
         "sigmoid SG modules and cosine decay",
     ),
 }
-#: Settings that may differ from the variant's without making it another experiment.
-FREE = {"seed", "epochs", "snapshots"}
+#: Settings that may differ from the variant's without making it another experiment (the
+#: number of epochs does not: under a cosine schedule it sets the decay, and ``cos`` and
+#: ``cos-100`` differ only in it).
+FREE = {"seed", "snapshots"}
 
 
 def variant_config(variant: str, seed: int, **overrides):
     from training.sweep import configs
 
     settings, _ = VARIANTS[variant]
-    return configs("paper", ["sg-full"], [seed], **settings, **overrides)["sg-full"]
+    return configs("paper", ["sg-full"], [seed], **{**BASE, **settings, **overrides})["sg-full"]
 
 
 def train(args: argparse.Namespace) -> int:
@@ -216,12 +224,12 @@ def section(figures: Path) -> str:
     meets = [s["variant"] for s in summary if s["meets"]]
     lines = [
         START,
-        "## Why `sg-full` stops short of 99 %: what was tried",
+        "## What `sg-full` needs to reach 99 %: what was tried",
         "",
-        "The criterion (training accuracy ≥ 99 % on every seed) is not met by `sg-full` under "
-        "the paper's setting. Each row below is the preset's `sg-full` run with one change "
-        "(`analyses/sgfull_variants.py`; every run's stored configuration is checked against "
-        "its variant). Accuracies in %, per seed, at the last epoch trained; *best* is the "
+        "The criterion is training accuracy ≥ 99 % on every seed. Each row below is `sg-full` "
+        "at the paper's setting as first trained here (`linear`: linear SG modules, constant "
+        "learning rate, 60 epochs) with one change (`analyses/sgfull_variants.py`; every run's "
+        "stored configuration is checked against its variant). Accuracies in %, per seed, at the last epoch trained; *best* is the "
         "highest training accuracy of any epoch. *SG cosine*: the cosine between SG_k's "
         f"output and the true gradient, mean over the last {LATE_STEPS} steps and the seeds, "
         "after layers 1 / 10 / 20.",

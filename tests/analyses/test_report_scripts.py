@@ -74,10 +74,14 @@ def test_sgfull_variants_train_collect_report(tmp_path):
                    cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
     meta = checkpoints.read_meta(out / "sig-cos/sg-full/seed-1")
     assert meta["config"]["sg_module"] == "sigmoid" and meta["config"]["lr_schedule"] == "cosine"
-    collect = [*script, "collect", "--figures", str(figures), *tiny]
+    collect = [*script, "collect", "--figures", str(figures), *tiny, "--epochs", "2"]
     wrong = subprocess.run([*collect, f"linear={out}/sig-cos/sg-full"], cwd=ROOT,
                            capture_output=True, text=True)  # fmt: skip
     assert wrong.returncode != 0 and "is not the 'linear' variant" in wrong.stderr
+    # the number of epochs is part of a variant (cos and cos-100 differ only in it)
+    other = subprocess.run([*collect[:-1], "3", f"linear={out}/linear/sg-full"], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    assert other.returncode != 0 and "epochs=2 (want 3)" in other.stderr
     assert not figures.exists()  # nothing half-written
     subprocess.run([*collect, f"linear={out}/linear/sg-full", f"sig-cos={out}/sig-cos/sg-full"],
                    cwd=ROOT, check=True, capture_output=True, text=True)  # fmt: skip
