@@ -59,10 +59,17 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
     return {"state": state, "param_groups": json.loads(groups)}
 
 
+def _history(out: Path) -> list[dict]:
+    rows = checkpoints.read_history(out)
+    return [{k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in rows]
+
+
 def _load_state(
-    out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optimizer
+    out: Path, model: MLP, rule: nn.Module, optimizer: torch.optim.Optimizer, finished: bool
 ) -> list[dict]:
-    """Load a checkpoint's network, rule and optimizer state; its history."""
+    """Load a checkpoint's network, rule and optimizer state; its history. A ``finished`` run
+    (nothing left to train) may lack the rule's and optimizer's state: a run published or
+    copied without ``extras.safetensors`` is still reused, not trained again."""
     fix = f"delete {out} to start over, or choose another --out"
     model_state, _ = checkpoints.read_tensors(out / checkpoints.MODEL)
     bad = [k for k, v in model_state.items() if v.is_floating_point() and not v.isfinite().all()]
@@ -71,6 +78,19 @@ def _load_state(
             f"the checkpoint holds non-finite weights ({', '.join(bad[:3])}) and cannot be "
             f"resumed; {fix}"
         )
+    if not (out / checkpoints.EXTRAS).exists():
+        if not finished:
+            raise ValueError(
+                f"{out} holds an unfinished run without {checkpoints.EXTRAS} (the SG modules' "
+                f"and the optimizer's state), so it cannot be resumed; restore that file, or "
+                f"{fix}"
+            )
+        try:
+            model.load_state_dict(model_state)
+            return _history(out)
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise ValueError(f"the checkpoint cannot be read ({first}); {fix}") from err
     extras, extras_meta = checkpoints.read_tensors(out / checkpoints.EXTRAS)
     if "optim_param_groups" not in extras_meta:
         raise ValueError(
@@ -82,10 +102,7 @@ def _load_state(
         rule.load_state_dict({k[5:]: v for k, v in extras.items() if k.startswith("rule/")})
         optim = {k: v for k, v in extras.items() if k.startswith("optim/")}
         optimizer.load_state_dict(_unflatten_optimizer(optim, extras_meta["optim_param_groups"]))
-        history = checkpoints.read_history(out)
-        return [
-            {k: (float(v) if k != "epoch" else int(v)) for k, v in row.items()} for row in history
-        ]
+        return _history(out)
     except (RuntimeError, KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
         first = (str(err).strip().splitlines() or [""])[0]
         raise ValueError(f"the checkpoint cannot be resumed ({first}); {fix}") from err
@@ -144,7 +161,8 @@ def resume(
             f"{out} holds a run with another configuration ({meta.get('config')}); "
             "choose another --out, or delete it to start over"
         )
-    history = _load_state(out, model, rule, optimizer)
+    finished = int(meta.get("epoch", 0)) >= cfg.epochs
+    history = _load_state(out, model, rule, optimizer, finished)
     start = int(meta.get("epoch", len(history))) + 1
     quality = [_quality_row(row) for row in checkpoints.read_table(out, checkpoints.SG_QUALITY)]
     if start <= cfg.epochs and progress:
