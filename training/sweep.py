@@ -49,13 +49,19 @@ from training.train import train
 #:   only for the SG-without-activations experiment): 20 epochs (9,360 steps). ``bp``
 #:   passes 99.5 % training accuracy on all 60,000 digits at epoch 9, 10 and 9 (seeds 0, 1,
 #:   2; measured on the REPORT's runs), so 20 leaves a 2× margin;
-#: - ``sg-full`` (an SG after each of the 20 blocks) trains for 60 epochs (28,080 steps), the
-#:   preset's only per-run setting (:data:`RUN_OVERRIDES`); the ``sg`` rule itself is Table
-#:   1's. A bootstrapped chain of 20 SGs learns more slowly than the other rules: 97.2 %
-#:   training accuracy after 20 epochs, 98.6 % after 60 (seed 0; mean of 3 seeds 98.62 %),
-#:   still rising by about 0.1 point every 5 epochs. Its test accuracy (97.3 %) is above
-#:   ``bp``'s (96.7 %) from epoch 20 on. It does not reach 99 % training accuracy in 60
-#:   epochs: see analyses/REPORT.md;
+#: - ``sg-full`` (an SG after each of the 20 blocks) trains for 100 epochs (46,800 steps) with
+#:   every learning rate decayed to 0 along a cosine (``lr_schedule="cosine"``): the preset's
+#:   only per-run settings (:data:`RUN_OVERRIDES`); the ``sg`` rule itself is Table 1's, with
+#:   the paper's linear SG modules. Why: a bootstrapped chain of 20 linear SGs learns more
+#:   slowly than the other rules and, at the paper's constant rate, plateaus below 99 %
+#:   training accuracy (98.64, 98.64, 98.58 % after 60 epochs on seeds 0-2, ≤ 0.1 point gained
+#:   over the last 10) — as the paper's Section 3 predicts for a linear SG under log loss
+#:   ("will struggle to overfit to training data"). At that rate 40 more constant-rate epochs
+#:   would not reach 99 % either. The change found that passes 99 % on every seed, and the
+#:   smallest of those tried: a cosine decay over 100 epochs (99.30, 99.32, 99.30 % on seeds
+#:   0-2, first past 99 % at epochs 56-58; test 98.10, 97.88, 98.11 %). Not enough: the same decay over 60 epochs (98.7 %), or with no weight decay; 10× the SG
+#:   learning rate plateaus lower (97.4 %); the sigmoid SG modules Section 3 recommends are
+#:   unstable at a constant rate. All measured in analyses/sgfull_variants.py (REPORT.md);
 #: - weight decay 1e-4 as an L2 term on the Linear weights (the paper: "a small L2 penalty
 #:   added to weights to make norm correspond roughly to amount of computation", size not
 #:   stated);
@@ -97,7 +103,8 @@ RUNS: dict[str, dict[str, str]] = {
 }
 #: Settings a preset gives one run on top of its own (explicit, and printed by the sweep).
 RUN_OVERRIDES: dict[str, dict[str, dict]] = {
-    "paper": {"sg-full": {"epochs": 60}},
+    # sg-full at the paper's constant rate stops short of 99 % training accuracy: see PAPER.
+    "paper": {"sg-full": {"epochs": 100, "lr_schedule": "cosine"}},
     "paper-5k": {"sg-full": {"epochs": 180}},
 }
 

@@ -117,6 +117,35 @@ def test_finished_run_is_not_trained_again_and_other_config_is_refused(tmp_path)
         train(dataclasses.replace(TINY, lr=0.1), tmp_path / "run", progress=False)
 
 
+def test_a_finished_run_without_optimizer_state_is_reused_an_unfinished_one_refused(tmp_path):
+    """Runs shared without extras.safetensors (weights, config, history only): a finished one
+    is reused as is; an unfinished one cannot be resumed and says so, touching nothing."""
+    cfg = dataclasses.replace(TINY, method="sg", sg_layers="all")
+    model, history = train(cfg, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "extras.safetensors").unlink()
+    calls = []
+    again, reused = train(
+        cfg, tmp_path / "run", progress=False, callback=lambda e, r: calls.append(e)
+    )
+    assert calls == [] and reused == history
+    x = torch.rand(5, 784)
+    torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+    assert "extras.safetensors" not in {p.name for p in (tmp_path / "run").iterdir()}
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise _Stop
+
+    stopped = tmp_path / "stopped"
+    with pytest.raises(_Stop):
+        train(cfg, stopped, progress=False, callback=stop_after_first)
+    (stopped / "extras.safetensors").unlink()
+    before = {p.name: p.read_bytes() for p in stopped.iterdir()}
+    with pytest.raises(ValueError, match=r"unfinished run without extras\.safetensors"):
+        train(cfg, stopped, progress=False)
+    assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
+
+
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
@@ -215,7 +244,10 @@ def test_paper_preset_is_the_papers_setting():
     for name, cfg in plan.items():
         assert (cfg.depth, cfg.width, cfg.activation, cfg.batchnorm) == (20, 512, "relu", True)
         assert (cfg.data, cfg.lr, cfg.batch_size, cfg.loss_name) == ("mnist", 3e-5, 128, "ce")
-        assert cfg.epochs == (60 if name == "sg-full" else 20), name
+        # sg-full alone: longer, with a cosine decay (the preset's documented per-run setting)
+        assert cfg.epochs == (100 if name == "sg-full" else 20), name
+        assert cfg.lr_schedule == ("cosine" if name == "sg-full" else "constant"), name
+        assert (cfg.sg_module, cfg.sg_lr, cfg.sg_alpha) == ("linear", 0.0, 1.0)  # Table 1's sg
     assert plan["sg-single"].sg_positions == (11,)
     assert plan["sg-full"].sg_quality_every > 0
     model, rule = build(plan["sg-full"])
