@@ -56,9 +56,10 @@ VARIANTS: dict[str, tuple[dict, str]] = {
         "sigmoid SG modules and cosine decay",
     ),
 }
-#: Settings that may differ from the variant's without making it another experiment (the
-#: number of epochs does not: under a cosine schedule it sets the decay, and ``cos`` and
-#: ``cos-100`` differ only in it).
+#: Settings that may differ from the variant's without making it another experiment. The
+#: number of epochs planned is one only at a constant learning rate (a run stopped early is
+#: then the first epochs of a longer one); under a cosine schedule it sets the decay, and
+#: ``cos`` and ``cos-100`` differ only in it.
 FREE = {"seed", "snapshots"}
 
 
@@ -94,7 +95,8 @@ def _check(variant: str, run: Path, **overrides) -> dict:
     meta = json.loads((run / "checkpoint.json").read_text())
     stored = stored_config(meta)
     want = dataclasses.asdict(variant_config(variant, int(stored["seed"]), **overrides))
-    differ = sorted(k for k in want if k not in FREE and stored.get(k) != want[k])
+    free = FREE | ({"epochs"} if want["lr_schedule"] == "constant" else set())
+    differ = sorted(k for k in want if k not in free and stored.get(k) != want[k])
     if differ:
         got = ", ".join(f"{k}={stored.get(k)!r} (want {want[k]!r})" for k in differ)
         raise SystemExit(f"{run} is not the {variant!r} variant of the paper's sg-full: {got}")

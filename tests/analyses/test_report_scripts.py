@@ -78,8 +78,8 @@ def test_sgfull_variants_train_collect_report(tmp_path):
     wrong = subprocess.run([*collect, f"linear={out}/sig-cos/sg-full"], cwd=ROOT,
                            capture_output=True, text=True)  # fmt: skip
     assert wrong.returncode != 0 and "is not the 'linear' variant" in wrong.stderr
-    # the number of epochs is part of a variant (cos and cos-100 differ only in it)
-    other = subprocess.run([*collect[:-1], "3", f"linear={out}/linear/sg-full"], cwd=ROOT,
+    # under a cosine schedule the number of epochs is part of a variant (it sets the decay)
+    other = subprocess.run([*collect[:-1], "3", f"sig-cos={out}/sig-cos/sg-full"], cwd=ROOT,
                            capture_output=True, text=True)  # fmt: skip
     assert other.returncode != 0 and "epochs=2 (want 3)" in other.stderr
     assert not figures.exists()  # nothing half-written
