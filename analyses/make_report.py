@@ -89,13 +89,14 @@ def _where(methods: list[str], runs: list[str], metas: dict, wall: dict) -> str:
         mine = [r for r in runs if _method(r) in ms]
         how = (
             "one NVIDIA H200; the runs as parallel processes with "
-            "`analyses/paper_sweep_parallel.py`, which trains exactly the sweep's runs"
+            "`analyses/paper_sweep_parallel.py`, which trains exactly the sweep's runs; "
             if devices.startswith("cuda")
-            else "CPU"
+            else ""
         )
         parts.append(
-            f"{', '.join(f'`{m}`' for m in ms)} trained on `{devices}` ({how}; the longest run "
-            f"took {max(wall[r] for r in mine) / 60:.1f} min)"
+            f"{', '.join(f'`{m}`' for m in ms)} trained on `{devices}` ({how}torch "
+            f"{', '.join(sorted({metas[r]['versions']['torch'] for r in mine}))}; the longest "
+            f"run took {max(wall[r] for r in mine) / 60:.1f} min)"
         )
     return "; ".join(parts)
 
@@ -506,8 +507,7 @@ def main() -> None:
         "penalty\", size not stated); PyTorch's default initialisation; `sg-single`'s SG after "
         f'layer {sg_at.get("sg-single", ["—"])[0]} ("between layers 11 and 12").',
         f"- **Where**: {_where(methods, runs, metas, wall)}" + "; analyses on 2 CPU cores "
-        f"({platform.machine()}, torch {metas[first[methods[0]]]['versions']['torch']} for "
-        f"training): `python -m repsim.report` took {analysis_s / 60:.1f} min"
+        f"({platform.machine()}): `python -m repsim.report` took {analysis_s / 60:.1f} min"
         + (" (the results reused here)" if args.skip_analyses and not analysis_s else "")
         + ".",
         "- **Analyses**: RDMs (1 − Pearson r over units) of every hidden layer over the paper's "
@@ -521,7 +521,7 @@ def main() -> None:
         "",
         f"Criterion: training accuracy ≥ {D['train_accuracy']:.0%} (eval mode, all 60,000 "
         f"digits) and test accuracy within {D['test_gap'] * 100:.1f} points of `bp`'s, on each "
-        "seed. Mean ± sd over seeds; wall time per run on the GPU, 12 runs sharing it. "
+        "seed. Mean ± sd over seeds; wall time per run on the device that trained it (Setting). "
         "Learning curves: mean over seeds, error (1 − accuracy) on a log scale.",
         "",
         "| run | epochs | train accuracy | test accuracy | epoch train ≥ 99.5 % (per seed) | "
